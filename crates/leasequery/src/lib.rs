@@ -1,58 +1,196 @@
 //! # lq6-leasequery: the leasequery responder
 //!
 //! Answers RFC 5007 LEASEQUERY over UDP (called by the DHCPv6 server's UDP
-//! loop) and RFC 5460 Bulk Leasequery over TCP (its own listener).
+//! loop through [`Responder::handle_udp`]) and RFC 5460 Bulk Leasequery over
+//! TCP ([`Responder::run_tcp`], its own listeners).
 //!
-//! API used by the server / `lq6 serve` (stable; bodies in progress):
-//! - [`LinkMap`]: maps a link-address to a configured link name (implemented by the server config).
-//! - [`Responder::new`], [`Responder::handle_udp`], [`Responder::run_tcp`].
+//! # Layout
+//! - [`request`]: validation of a LEASEQUERY into a [`request::Request`] (shared by UDP and TCP).
+//! - [`policy`]: allow-list and per-requestor limits.
+//! - [`answer`]: store lookups.
+//! - [`encode`]: REPLY/DATA/DONE frames written straight from store bindings.
+//! - [`tcp`]: the bulk listener: connection limits with idle eviction, per-connection
+//!   query slots, bounded write buffers, timeouts, graceful termination.
+//! - [`metrics`]: counters and the Prometheus endpoint.
 
-use lq6_proto::{ClientMessage, Duid, Message};
+pub mod answer;
+pub mod encode;
+pub mod metrics;
+pub mod policy;
+pub mod request;
+pub mod tcp;
+
+use answer::Source;
+use encode::{DataSpec, ReplyHead};
+use lq6_config::LeasequeryConfig;
+use lq6_proto::{ClientMessage, DhcpOption, Duid, Message, MessageType, QueryType, Status, StatusCode};
 use lq6_store::LeaseStore;
+use metrics::Metrics;
+use request::{Rejection, Target, Transport};
 use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 /// The server's view of its links, needed for link-address handling
 /// (RFC 5007 §4.2: NotConfigured; RFC 5460 §5.3 link filters).
 pub trait LinkMap: Send + Sync + 'static {
-    /// The configured link that contains `addr` (a relay link-address or a
-    /// leased address), if any.
+    /// The configured link that contains `addr`: a relay link-address, an
+    /// address in one of the link's prefixes or address pools, or an address
+    /// inside one of its PD pools (QUERY_BY_ADDRESS may name an address inside
+    /// a delegated prefix).
     fn link_for_address(&self, addr: Ipv6Addr) -> Option<String>;
-    /// An address that identifies `link` to a requestor, used in LQ_CLIENT_LINK.
+    /// An address that identifies `link` to a requestor, used in LQ_CLIENT_LINK;
+    /// `link_for_address` of it must give `link` back.
     fn link_address(&self, link: &str) -> Option<Ipv6Addr>;
 }
 
+/// The leasequery responder: one per server, shared by the UDP loop and the
+/// TCP listeners.
 pub struct Responder {
-    #[allow(dead_code)]
-    store: Arc<dyn LeaseStore>,
+    pub(crate) cfg: LeasequeryConfig,
+    pub(crate) links: Arc<dyn LinkMap>,
+    pub(crate) store: Arc<dyn LeaseStore>,
+    pub(crate) server_duid: Duid,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) clock: fn() -> u64,
 }
 
 impl Responder {
     pub fn new(
-        _cfg: lq6_config::LeasequeryConfig,
-        _links: Arc<dyn LinkMap>,
+        cfg: LeasequeryConfig,
+        links: Arc<dyn LinkMap>,
         store: Arc<dyn LeaseStore>,
-        _server_duid: Duid,
+        server_duid: Duid,
     ) -> Arc<Self> {
-        Arc::new(Responder { store })
+        Arc::new(Responder {
+            cfg,
+            links,
+            store,
+            server_duid,
+            metrics: Arc::new(Metrics::default()),
+            clock: lq6_store::unix_now,
+        })
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    pub fn config(&self) -> &LeasequeryConfig {
+        &self.cfg
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        (self.clock)()
     }
 
     /// Handles one LEASEQUERY (msg-type 14) received over UDP from `src`
     /// (for a relayed query, `src` is the innermost peer-address and
     /// `relayed` is true). Returns the LEASEQUERY-REPLY to send back the
     /// same way, or `None` to drop it (RFC 5007 §4.2.1 discard rules).
-    pub async fn handle_udp(&self, _q: &ClientMessage, _src: SocketAddr, _relayed: bool) -> Option<Message> {
-        None
+    pub async fn handle_udp(&self, q: &ClientMessage, src: SocketAddr, relayed: bool) -> Option<Message> {
+        let m = &self.metrics;
+        if !self.cfg.udp || q.msg_type != MessageType::LEASEQUERY {
+            m.udp_dropped.fetch_add(1, Relaxed);
+            return None;
+        }
+        let qtype = query_type_of(q);
+        let policy = policy::policy_for(&self.cfg, src.ip());
+        let refuse = |st: Status, text: &str| {
+            m.query(false, qtype, st);
+            let requestor = lq6_proto::OptionsExt::client_id(q.options.as_slice())?;
+            Some(status_reply(q.xid, st, text, &self.server_duid, requestor))
+        };
+        if !policy.allowed {
+            // Lease data is private: default deny (PROTOCOL.md §3.2).
+            return refuse(Status::NotAllowed, "requestor not permitted");
+        }
+        if relayed && !self.cfg.allow_relayed {
+            return refuse(Status::NotAllowed, "relayed leasequery refused (RFC 5007 §5)");
+        }
+        let req = match request::parse(q, Transport::Udp, &self.server_duid, self.links.as_ref(), &policy) {
+            Ok(r) => r,
+            Err(Rejection::Discard(why)) => {
+                tracing::debug!(%src, why, "leasequery dropped");
+                m.udp_dropped.fetch_add(1, Relaxed);
+                return None;
+            }
+            Err(Rejection::Status { status, text, .. }) => return refuse(status, &text),
+        };
+        let now = self.now();
+        let found = match answer::lookup(self.store.as_ref(), &req, now).await {
+            Ok(Source::Few(v)) => v,
+            Ok(Source::Scan(_)) => return refuse(Status::NotAllowed, "bulk query over UDP"),
+            Err(e) => {
+                tracing::warn!(error = %e, "lease store error answering leasequery");
+                return refuse(Status::UnspecFail, "lease store unavailable");
+            }
+        };
+        m.query(false, req.query_type, Status::Success);
+        let spec = DataSpec::new(now, &req.oro, &self.cfg.sensitive_options);
+        let head = ReplyHead {
+            xid: req.xid,
+            status: Status::Success,
+            text: "",
+            server: &self.server_duid,
+            requestor: Some(&req.requestor),
+        };
+        // RFC 5007 §4.3.3: a client found on several links with link-address
+        // :: gets the list of links and no client data.
+        if matches!(req.target, Target::Client { link: None, .. }) && found.len() > 1 {
+            let links: Vec<Ipv6Addr> = found
+                .iter()
+                .filter_map(|b| {
+                    self.links
+                        .link_address(&b.client.link)
+                        .or((!b.client.link_address.is_unspecified()).then_some(b.client.link_address))
+                })
+                .collect();
+            let mut reply = ClientMessage::new(MessageType::LEASEQUERY_REPLY, req.xid);
+            reply.options = vec![
+                DhcpOption::StatusCode(StatusCode::new(Status::Success, "")),
+                DhcpOption::ServerId(self.server_duid.clone()),
+                DhcpOption::ClientId(req.requestor.clone()),
+                DhcpOption::LqClientLink(links),
+            ];
+            return Some(Message::Client(reply));
+        }
+        let mut buf = Vec::with_capacity(512);
+        if let Err(e) = encode::reply_body(&mut buf, &head, found.first(), &spec) {
+            tracing::warn!(error = %e, "cannot encode leasequery reply");
+            return None;
+        }
+        m.bindings_sent_udp.fetch_add(found.len().min(1) as u64, Relaxed);
+        Message::decode(&buf).ok()
     }
 
     /// Serves Bulk Leasequery (RFC 5460) on `listeners` until `shutdown` is
     /// cancelled; then every in-flight query ends with QueryTerminated.
     pub async fn run_tcp(
         self: Arc<Self>,
-        _listeners: Vec<tokio::net::TcpListener>,
+        listeners: Vec<tokio::net::TcpListener>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> std::io::Result<()> {
-        shutdown.cancelled().await;
-        Ok(())
+        tcp::run(self, listeners, shutdown).await
     }
+}
+
+fn query_type_of(q: &ClientMessage) -> QueryType {
+    q.options
+        .iter()
+        .find_map(|o| match o {
+            DhcpOption::LqQuery(l) => Some(l.query_type),
+            _ => None,
+        })
+        .unwrap_or(QueryType::Other(0))
+}
+
+fn status_reply(xid: u32, st: Status, text: &str, server: &Duid, requestor: &Duid) -> Message {
+    let mut reply = ClientMessage::new(MessageType::LEASEQUERY_REPLY, xid);
+    reply.options = vec![
+        DhcpOption::StatusCode(StatusCode::new(st, text)),
+        DhcpOption::ServerId(server.clone()),
+        DhcpOption::ClientId(requestor.clone()),
+    ];
+    Message::Client(reply)
 }

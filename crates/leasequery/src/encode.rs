@@ -1,0 +1,202 @@
+//! Builds LEASEQUERY-REPLY / -DATA / -DONE frames straight from store
+//! bindings with [`OptionWriter`], without materialising typed messages:
+//! the bulk responder encodes one message per binding (RFC 5460 §5.3).
+
+use lq6_proto::types::unix_to_dhcp_time;
+use lq6_proto::{code, write_framed, Duid, EncodeError, MessageType, OptionWriter, Status};
+use lq6_store::{Binding, LeaseKind, LeaseState};
+
+/// What goes into each CLIENT_DATA, fixed per query.
+#[derive(Debug, Clone)]
+pub struct DataSpec {
+    /// Unix seconds used for relative times (CLT_TIME, remaining lifetimes);
+    /// it is also the LQ_BASE_TIME sent, so both agree (RFC 7653 §6.3.1).
+    pub now: u64,
+    pub base_time: bool,
+    /// ORO-requested options we can supply, minus the sensitive ones.
+    pub relay_data: bool,
+    pub extras: Vec<u16>,
+}
+
+impl DataSpec {
+    pub fn new(now: u64, oro: &[u16], sensitive: &[u16]) -> DataSpec {
+        let wanted = |c: u16| oro.contains(&c) && !sensitive.contains(&c);
+        DataSpec {
+            now,
+            base_time: oro.contains(&code::LQ_BASE_TIME),
+            relay_data: wanted(code::LQ_RELAY_DATA),
+            extras: [code::REMOTE_ID, code::SUBSCRIBER_ID, code::INTERFACE_ID, code::RELAY_ID, code::CLIENT_LINKLAYER_ADDR]
+                .into_iter()
+                .filter(|c| wanted(*c))
+                .collect(),
+        }
+    }
+}
+
+/// Remaining (preferred, valid) lifetimes at `now`; infinity stays infinity
+/// (RFC 8415 §7.7). Kea reports remaining lifetimes too (PROTOCOL.md §5).
+pub fn remaining(preferred: u32, valid: u32, expires_at: u64, now: u64) -> (u32, u32) {
+    if valid == u32::MAX {
+        return (preferred, valid);
+    }
+    let valid_left = expires_at.saturating_sub(now).min(u32::MAX as u64 - 1) as u32;
+    let elapsed = valid.saturating_sub(valid_left);
+    let pref_left = if preferred == u32::MAX { preferred } else { preferred.saturating_sub(elapsed) };
+    (pref_left.min(valid_left), valid_left)
+}
+
+/// True if the binding has something to report (RFC 5007 §4.4.2: leases
+/// with valid lifetime > 0).
+pub fn has_live_lease(b: &Binding, now: u64) -> bool {
+    b.leases.iter().any(|l| l.state == LeaseState::Active && (l.valid == u32::MAX || l.expires_at > now))
+}
+
+/// Writes one CLIENT_DATA option for `b` (RFC 5007 §4.4.2).
+pub fn client_data(w: &mut OptionWriter, b: &Binding, spec: &DataSpec) -> Result<(), EncodeError> {
+    let cd = w.open(code::CLIENT_DATA);
+    w.option(code::CLIENTID, &b.client.duid)?;
+    for l in &b.leases {
+        if l.state != LeaseState::Active {
+            continue;
+        }
+        let (pref, valid) = remaining(l.preferred, l.valid, l.expires_at, spec.now);
+        if valid == 0 {
+            continue;
+        }
+        match l.kind {
+            LeaseKind::Na | LeaseKind::Ta => {
+                w.u16(code::IAADDR);
+                w.u16(24);
+                w.addr(&l.addr);
+                w.u32(pref);
+                w.u32(valid);
+            }
+            LeaseKind::Pd => {
+                w.u16(code::IAPREFIX);
+                w.u16(25);
+                w.u32(pref);
+                w.u32(valid);
+                w.u8(l.prefix_len);
+                w.addr(&l.addr);
+            }
+        }
+    }
+    w.option_u32(code::CLT_TIME, spec.now.saturating_sub(b.client.cltt).min(u32::MAX as u64) as u32);
+    if let Some(r) = &b.client.relay {
+        if spec.relay_data && !r.chain.is_empty() {
+            let o = w.open(code::LQ_RELAY_DATA);
+            w.addr(&r.peer_address);
+            w.bytes(&r.chain);
+            w.close(o)?;
+        }
+        for &c in &spec.extras {
+            match c {
+                code::REMOTE_ID => {
+                    if let Some(rid) = &r.remote_id {
+                        let o = w.open(c);
+                        w.u32(rid.enterprise);
+                        w.bytes(&rid.id);
+                        w.close(o)?;
+                    }
+                }
+                code::SUBSCRIBER_ID => {
+                    if let Some(s) = &r.subscriber_id {
+                        w.option(c, s)?;
+                    }
+                }
+                code::INTERFACE_ID => {
+                    if let Some(s) = &r.interface_id {
+                        w.option(c, s)?;
+                    }
+                }
+                code::RELAY_ID => {
+                    for id in &r.relay_ids {
+                        w.option(c, id)?;
+                    }
+                }
+                code::CLIENT_LINKLAYER_ADDR => {
+                    if let Some((hw, a)) = &r.client_linklayer {
+                        let o = w.open(c);
+                        w.u16(*hw);
+                        w.bytes(a);
+                        w.close(o)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    w.close(cd)
+}
+
+/// The header options of a LEASEQUERY-REPLY (RFC 5460 §5.2): status,
+/// SERVERID and the requestor's CLIENTID.
+pub struct ReplyHead<'a> {
+    pub xid: u32,
+    pub status: Status,
+    pub text: &'a str,
+    pub server: &'a Duid,
+    pub requestor: Option<&'a Duid>,
+}
+
+fn status(w: &mut OptionWriter, s: Status, text: &str) -> Result<(), EncodeError> {
+    let o = w.open(code::STATUS_CODE);
+    w.u16(s.to_u16());
+    w.bytes(text.as_bytes());
+    w.close(o)
+}
+
+/// Appends a framed LEASEQUERY-REPLY with the first binding, if any.
+pub fn reply(buf: &mut Vec<u8>, h: &ReplyHead, first: Option<&Binding>, spec: &DataSpec) -> Result<(), EncodeError> {
+    write_framed(buf, |b| reply_body(b, h, first, spec))
+}
+
+/// An unframed LEASEQUERY-REPLY (for UDP).
+pub fn reply_body(buf: &mut Vec<u8>, h: &ReplyHead, first: Option<&Binding>, spec: &DataSpec) -> Result<(), EncodeError> {
+    let mut w = OptionWriter::new(buf);
+    w.client_header(MessageType::LEASEQUERY_REPLY.0, h.xid)?;
+    status(&mut w, h.status, h.text)?;
+    w.option(code::SERVERID, h.server.as_bytes())?;
+    if let Some(r) = h.requestor {
+        w.option(code::CLIENTID, r.as_bytes())?;
+    }
+    if spec.base_time {
+        w.option_u32(code::LQ_BASE_TIME, unix_to_dhcp_time(spec.now));
+    }
+    if let Some(b) = first {
+        client_data(&mut w, b, spec)?;
+    }
+    Ok(())
+}
+
+/// Appends a framed LEASEQUERY-DATA: one CLIENT_DATA, no SERVERID, CLIENTID
+/// or STATUS_CODE (RFC 5460 §5.3).
+pub fn data(buf: &mut Vec<u8>, xid: u32, b: &Binding, spec: &DataSpec) -> Result<(), EncodeError> {
+    write_framed(buf, |buf| {
+        let mut w = OptionWriter::new(buf);
+        w.client_header(MessageType::LEASEQUERY_DATA.0, xid)?;
+        if spec.base_time {
+            w.option_u32(code::LQ_BASE_TIME, unix_to_dhcp_time(spec.now));
+        }
+        client_data(&mut w, b, spec)
+    })
+}
+
+/// Appends a framed LEASEQUERY-DONE with `status` (RFC 5460 §5.4).
+pub fn done(buf: &mut Vec<u8>, xid: u32, st: Status, text: &str, spec: &DataSpec) -> Result<(), EncodeError> {
+    write_framed(buf, |buf| {
+        let mut w = OptionWriter::new(buf);
+        w.client_header(MessageType::LEASEQUERY_DONE.0, xid)?;
+        status(&mut w, st, text)?;
+        if spec.base_time {
+            w.option_u32(code::LQ_BASE_TIME, unix_to_dhcp_time(spec.now));
+        }
+        Ok(())
+    })
+}
+
+/// A REPLY with only a status, framed, for requests refused on TCP.
+pub fn refusal(buf: &mut Vec<u8>, xid: u32, st: Status, text: &str, server: &Duid, requestor: Option<&Duid>) -> Result<(), EncodeError> {
+    let spec = DataSpec { now: 0, base_time: false, relay_data: false, extras: vec![] };
+    reply(buf, &ReplyHead { xid, status: st, text, server, requestor }, None, &spec)
+}
