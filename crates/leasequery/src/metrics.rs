@@ -41,6 +41,8 @@ pub struct Metrics {
     pub timeouts_write: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub queries_terminated: AtomicU64,
+    /// LEASEQUERY frames read off TCP connections (a query slot was free).
+    pub queries_read: AtomicU64,
     /// Encoded reply octets queued for TCP writers right now, and the most ever.
     pub buffered_bytes: AtomicUsize,
     pub buffered_bytes_high_water: AtomicUsize,
@@ -100,6 +102,7 @@ impl Metrics {
         let _ = writeln!(s, "lq6_bulk_timeouts_total{{kind=\"write\"}} {}", self.timeouts_write.load(Relaxed));
         c(&mut s, "lq6_bulk_protocol_errors_total", "counter", self.protocol_errors.load(Relaxed));
         c(&mut s, "lq6_bulk_queries_terminated_total", "counter", self.queries_terminated.load(Relaxed));
+        c(&mut s, "lq6_bulk_queries_read_total", "counter", self.queries_read.load(Relaxed));
         c(&mut s, "lq6_bulk_buffered_bytes", "gauge", self.buffered_bytes.load(Relaxed) as u64);
         c(&mut s, "lq6_bulk_buffered_bytes_high_water", "gauge", self.buffered_bytes_high_water.load(Relaxed) as u64);
         s

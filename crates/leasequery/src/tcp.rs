@@ -269,7 +269,9 @@ impl Conn {
             };
             let mut buf = Vec::new();
             match msg.msg_type {
-                MessageType::LEASEQUERY => {}
+                MessageType::LEASEQUERY => {
+                    self.resp.metrics.queries_read.fetch_add(1, Relaxed);
+                }
                 // Only 14-17 may flow on a bulk connection (§5.2); 15-17 are
                 // the server's own messages and mean nothing from a requestor.
                 MessageType::LEASEQUERY_REPLY | MessageType::LEASEQUERY_DONE | MessageType::LEASEQUERY_DATA => continue,
