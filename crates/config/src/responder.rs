@@ -70,7 +70,7 @@ impl Default for BulkConfig {
             data_timeout_secs: 300,
             max_frame: 65535,
             write_buffer_bytes: 256 * 1024,
-            page_size: 512,
+            page_size: 2048,
         }
     }
 }

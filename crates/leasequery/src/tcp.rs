@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Frames are handed to the writer in chunks of about this many octets:
-/// large enough to batch many 150-octet DATA messages per write().
-const CHUNK: usize = 16 * 1024;
+/// large enough to batch hundreds of 150-octet DATA messages per write().
+const CHUNK: usize = 64 * 1024;
 /// How long shutdown waits for connections to deliver their final DONE.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -516,17 +516,31 @@ impl Query {
                 }
             }
             Source::Scan(q) => {
-                let mut after = None;
+                // The next page is fetched while this one is encoded and sent,
+                // so store reads and socket writes overlap. At most two pages
+                // per query are in memory.
+                let q = Arc::new(q);
+                let fetch = |after, size: usize| {
+                    let (store, q) = (r.store.clone(), q.clone());
+                    tokio::spawn(async move { store.page(&q, after, size).await })
+                };
+                // A small first page gets the first binding out quickly.
+                let size = r.cfg.tcp.page_size.max(1);
+                let mut pending = fetch(None, size.min(64));
                 loop {
                     if self.shutdown.is_cancelled() {
+                        pending.abort();
                         r.metrics.queries_terminated.fetch_add(1, Relaxed);
                         finish(&mut buf, sent, Status::QueryTerminated, "server shutting down");
                         let _ = self.out.send(&mut buf).await;
                         return (sent, Status::QueryTerminated);
                     }
                     let page = tokio::select! {
-                        p = r.store.page(&q, after, r.cfg.tcp.page_size.max(1)) => p,
-                        _ = self.out.cancel.cancelled() => return (sent, Status::QueryTerminated),
+                        p = &mut pending => p.unwrap_or_else(|e| Err(lq6_store::StoreError::Invalid(format!("page task: {e}")))),
+                        _ = self.out.cancel.cancelled() => {
+                            pending.abort();
+                            return (sent, Status::QueryTerminated);
+                        }
                     };
                     let page = match page {
                         Ok(p) => p,
@@ -541,6 +555,10 @@ impl Query {
                             return (sent, Status::UnspecFail);
                         }
                     };
+                    let more = page.next;
+                    if let Some(c) = more {
+                        pending = fetch(Some(c), size);
+                    }
                     for b in &page.bindings {
                         if !encode::has_live_lease(b, spec.now) {
                             continue;
@@ -548,15 +566,15 @@ impl Query {
                         let first = sent == 0;
                         emit(&mut buf, b, &mut sent);
                         // Send the REPLY at once (first-binding latency), then in chunks.
-                        if (first && sent == 1) || buf.len() >= CHUNK {
-                            if self.out.send(&mut buf).await.is_err() {
-                                return (sent, Status::QueryTerminated);
+                        if ((first && sent == 1) || buf.len() >= CHUNK) && self.out.send(&mut buf).await.is_err() {
+                            if more.is_some() {
+                                pending.abort();
                             }
+                            return (sent, Status::QueryTerminated);
                         }
                     }
-                    match page.next {
-                        Some(c) => after = Some(c),
-                        None => break,
+                    if more.is_none() {
+                        break;
                     }
                 }
             }
