@@ -1,0 +1,449 @@
+//! The compact per-binding record shared by both backends, and the merge rules of a commit.
+//!
+//! A binding is one row; its relay data and leases are packed into one `data` blob so that a bulk scan
+//! reads one row per CLIENT_DATA. Layout (all integers big-endian):
+//! ```text
+//! u8 version(=1) | u8 flags (bit0: relay present)
+//! [relay] peer(16) | bytes chain | u16 n, n x bytes relay_id | opt remote(u32 ent, bytes id)
+//!         | opt bytes subscriber | opt bytes interface | opt (u16 type, bytes ll)
+//! u16 n_leases, n x { u8 kind | u32 iaid | addr(16) | u8 plen | u32 pref | u32 valid | u64 expires | u8 state }
+//! ```
+//! where `bytes` is `u32 len | data` and `opt` is `u8 present | value`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv6Addr;
+
+use crate::{
+    ClientUpdate, Lease, LeaseKind, LeaseMerge, LeaseState, RelayInfo, RemoteId, Result, StoreError,
+};
+
+const VERSION: u8 = 1;
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+/// Encode relay data and leases into the record blob.
+pub(crate) fn encode(relay: Option<&RelayInfo>, leases: &[Lease]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        8 + relay.map_or(0, |r| {
+            64 + r.chain.len() + r.relay_ids.iter().map(|x| x.len() + 4).sum::<usize>()
+        }) + leases.len() * 39,
+    );
+    out.push(VERSION);
+    out.push(u8::from(relay.is_some()));
+    if let Some(r) = relay {
+        out.extend_from_slice(&r.peer_address.octets());
+        put_bytes(&mut out, &r.chain);
+        out.extend_from_slice(&(r.relay_ids.len().min(u16::MAX as usize) as u16).to_be_bytes());
+        for id in r.relay_ids.iter().take(u16::MAX as usize) {
+            put_bytes(&mut out, id);
+        }
+        match &r.remote_id {
+            Some(rid) => {
+                out.push(1);
+                out.extend_from_slice(&rid.enterprise.to_be_bytes());
+                put_bytes(&mut out, &rid.id);
+            }
+            None => out.push(0),
+        }
+        for o in [&r.subscriber_id, &r.interface_id] {
+            match o {
+                Some(b) => {
+                    out.push(1);
+                    put_bytes(&mut out, b);
+                }
+                None => out.push(0),
+            }
+        }
+        match &r.client_linklayer {
+            Some((t, b)) => {
+                out.push(1);
+                out.extend_from_slice(&t.to_be_bytes());
+                put_bytes(&mut out, b);
+            }
+            None => out.push(0),
+        }
+    }
+    out.extend_from_slice(&(leases.len().min(u16::MAX as usize) as u16).to_be_bytes());
+    for l in leases.iter().take(u16::MAX as usize) {
+        out.push(match l.kind {
+            LeaseKind::Na => 0,
+            LeaseKind::Ta => 1,
+            LeaseKind::Pd => 2,
+        });
+        out.extend_from_slice(&l.iaid.to_be_bytes());
+        out.extend_from_slice(&l.addr.octets());
+        out.push(l.prefix_len);
+        out.extend_from_slice(&l.preferred.to_be_bytes());
+        out.extend_from_slice(&l.valid.to_be_bytes());
+        out.extend_from_slice(&l.expires_at.to_be_bytes());
+        out.push(state_code(l.state));
+    }
+    out
+}
+
+pub(crate) fn state_code(s: LeaseState) -> u8 {
+    match s {
+        LeaseState::Active => 0,
+        LeaseState::Released => 1,
+        LeaseState::Expired => 2,
+        LeaseState::Declined => 3,
+    }
+}
+
+struct Rd<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Rd<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.b.len() < n {
+            return Err(StoreError::Corrupt(format!(
+                "record truncated (need {n} bytes, have {})",
+                self.b.len()
+            )));
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16> {
+        let s = self.take(2)?;
+        Ok(u16::from_be_bytes([s[0], s[1]]))
+    }
+    fn u32(&mut self) -> Result<u32> {
+        let s = self.take(4)?;
+        Ok(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        let s = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        Ok(u64::from_be_bytes(a))
+    }
+    fn addr(&mut self) -> Result<Ipv6Addr> {
+        let s = self.take(16)?;
+        let mut a = [0u8; 16];
+        a.copy_from_slice(s);
+        Ok(Ipv6Addr::from(a))
+    }
+    fn bytes(&mut self) -> Result<Vec<u8>> {
+        let n = self.u32()? as usize;
+        Ok(self.take(n)?.to_vec())
+    }
+    fn opt_bytes(&mut self) -> Result<Option<Vec<u8>>> {
+        Ok(if self.u8()? != 0 {
+            Some(self.bytes()?)
+        } else {
+            None
+        })
+    }
+}
+
+/// Decode a record blob.
+pub(crate) fn decode(b: &[u8]) -> Result<(Option<RelayInfo>, Vec<Lease>)> {
+    let mut r = Rd { b };
+    let v = r.u8()?;
+    if v != VERSION {
+        return Err(StoreError::Corrupt(format!("unknown record version {v}")));
+    }
+    let flags = r.u8()?;
+    let relay = if flags & 1 != 0 {
+        let peer_address = r.addr()?;
+        let chain = r.bytes()?;
+        let n = r.u16()? as usize;
+        let mut relay_ids = Vec::with_capacity(n.min(64));
+        for _ in 0..n {
+            relay_ids.push(r.bytes()?);
+        }
+        let remote_id = if r.u8()? != 0 {
+            let enterprise = r.u32()?;
+            Some(RemoteId {
+                enterprise,
+                id: r.bytes()?,
+            })
+        } else {
+            None
+        };
+        let subscriber_id = r.opt_bytes()?;
+        let interface_id = r.opt_bytes()?;
+        let client_linklayer = if r.u8()? != 0 {
+            let t = r.u16()?;
+            Some((t, r.bytes()?))
+        } else {
+            None
+        };
+        Some(RelayInfo {
+            peer_address,
+            chain,
+            relay_ids,
+            remote_id,
+            subscriber_id,
+            interface_id,
+            client_linklayer,
+        })
+    } else {
+        None
+    };
+    let n = r.u16()? as usize;
+    let mut leases = Vec::with_capacity(n);
+    for _ in 0..n {
+        let kind = match r.u8()? {
+            0 => LeaseKind::Na,
+            1 => LeaseKind::Ta,
+            2 => LeaseKind::Pd,
+            k => return Err(StoreError::Corrupt(format!("unknown lease kind {k}"))),
+        };
+        let iaid = r.u32()?;
+        let addr = r.addr()?;
+        let prefix_len = r.u8()?;
+        if prefix_len > 128 {
+            return Err(StoreError::Corrupt(format!("prefix length {prefix_len}")));
+        }
+        let preferred = r.u32()?;
+        let valid = r.u32()?;
+        let expires_at = r.u64()?;
+        let state = match r.u8()? {
+            0 => LeaseState::Active,
+            1 => LeaseState::Released,
+            2 => LeaseState::Expired,
+            3 => LeaseState::Declined,
+            s => return Err(StoreError::Corrupt(format!("unknown lease state {s}"))),
+        };
+        leases.push(Lease {
+            kind,
+            iaid,
+            addr,
+            prefix_len,
+            preferred,
+            valid,
+            expires_at,
+            state,
+        });
+    }
+    if !r.b.is_empty() {
+        return Err(StoreError::Corrupt(format!(
+            "{} trailing bytes in record",
+            r.b.len()
+        )));
+    }
+    Ok((relay, leases))
+}
+
+/// An active address range row (the address index; only Active leases have one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AddrRow {
+    pub start: Ipv6Addr,
+    pub end: Ipv6Addr,
+    pub plen: u8,
+    pub expires_at: u64,
+}
+
+/// What a commit must write, computed from the stored binding (if any) and the update.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub leases: Vec<Lease>,
+    pub data: Vec<u8>,
+    pub n_active: i64,
+    pub n_leases: i64,
+    /// Starts of this binding's address rows to delete.
+    pub addr_del: Vec<Ipv6Addr>,
+    /// Address rows to insert or replace (conflict-checked).
+    pub addr_put: Vec<AddrRow>,
+    pub relay_del: Vec<Vec<u8>>,
+    pub relay_add: Vec<Vec<u8>>,
+}
+
+fn addr_map(leases: &[Lease]) -> BTreeMap<Ipv6Addr, AddrRow> {
+    leases
+        .iter()
+        .filter(|l| l.state == LeaseState::Active)
+        .map(|l| {
+            (
+                l.addr,
+                AddrRow {
+                    start: l.addr,
+                    end: l.end(),
+                    plen: l.prefix_len,
+                    expires_at: l.expires_at,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Validate and normalise the update's leases (prefix length, host bits of delegated prefixes).
+pub(crate) fn normalise(leases: &[Lease]) -> Result<Vec<Lease>> {
+    let mut out = Vec::with_capacity(leases.len());
+    for l in leases {
+        let mut l = l.clone();
+        match l.kind {
+            LeaseKind::Na | LeaseKind::Ta if l.prefix_len != 128 => {
+                return Err(StoreError::Invalid(format!(
+                    "{} lease {} has prefix length {}",
+                    l.kind, l.addr, l.prefix_len
+                )));
+            }
+            _ if l.prefix_len > 128 => {
+                return Err(StoreError::Invalid(format!(
+                    "prefix length {} > 128",
+                    l.prefix_len
+                )));
+            }
+            _ => {}
+        }
+        if l.prefix_len < 128 {
+            let mask = if l.prefix_len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - l.prefix_len)
+            };
+            l.addr = Ipv6Addr::from(u128::from(l.addr) & mask);
+        }
+        out.push(l);
+    }
+    Ok(out)
+}
+
+fn dedup_ids(ids: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut seen = HashSet::new();
+    ids.iter()
+        .filter(|i| seen.insert(i.as_slice()))
+        .cloned()
+        .collect()
+}
+
+/// Merge the update into the stored state and compute the index changes.
+pub(crate) fn plan(
+    old: Option<(&Option<RelayInfo>, &[Lease])>,
+    upd: &ClientUpdate,
+) -> Result<Plan> {
+    let new_leases = normalise(&upd.leases)?;
+    let key = |l: &Lease| (l.kind, l.addr, l.prefix_len);
+    let mut leases: Vec<Lease> = match (old, upd.merge) {
+        (Some((_, ol)), LeaseMerge::Merge) => ol.to_vec(),
+        _ => Vec::new(),
+    };
+    for l in new_leases {
+        match leases.iter_mut().find(|x| key(x) == key(&l)) {
+            Some(x) => *x = l,
+            None => leases.push(l),
+        }
+    }
+    if leases.len() > u16::MAX as usize {
+        return Err(StoreError::Invalid(
+            "more than 65535 leases in one binding".into(),
+        ));
+    }
+    // Address index diff.
+    let old_map = old.map(|(_, l)| addr_map(l)).unwrap_or_default();
+    let new_map = addr_map(&leases);
+    if new_map.len()
+        != leases
+            .iter()
+            .filter(|l| l.state == LeaseState::Active)
+            .count()
+    {
+        return Err(StoreError::Invalid(
+            "the same address is active twice in one binding".into(),
+        ));
+    }
+    let addr_del = old_map
+        .keys()
+        .filter(|k| !new_map.contains_key(k))
+        .copied()
+        .collect();
+    let addr_put = new_map
+        .iter()
+        .filter(|(k, v)| old_map.get(k) != Some(v))
+        .map(|(_, v)| *v)
+        .collect();
+    // Relay-id index diff.
+    let old_ids: Vec<Vec<u8>> = old
+        .and_then(|(r, _)| r.as_ref())
+        .map(|r| dedup_ids(&r.relay_ids))
+        .unwrap_or_default();
+    let new_ids: Vec<Vec<u8>> = upd
+        .relay
+        .as_ref()
+        .map(|r| dedup_ids(&r.relay_ids))
+        .unwrap_or_default();
+    let relay_del = old_ids
+        .iter()
+        .filter(|i| !new_ids.contains(i))
+        .cloned()
+        .collect();
+    let relay_add = new_ids
+        .iter()
+        .filter(|i| !old_ids.contains(i))
+        .cloned()
+        .collect();
+    let data = encode(upd.relay.as_ref(), &leases);
+    let n_active = new_map.len() as i64;
+    Ok(Plan {
+        n_leases: leases.len() as i64,
+        leases,
+        data,
+        n_active,
+        addr_del,
+        addr_put,
+        relay_del,
+        relay_add,
+    })
+}
+
+/// 16-byte big-endian form of an address (memcmp order == numeric order).
+pub(crate) fn a16(a: Ipv6Addr) -> [u8; 16] {
+    a.octets()
+}
+
+/// Parse a 16-byte address column.
+pub(crate) fn addr_from(b: &[u8]) -> Result<Ipv6Addr> {
+    let a: [u8; 16] = b
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("address of {} bytes", b.len())))?;
+    Ok(Ipv6Addr::from(a))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip() {
+        let relay = RelayInfo {
+            peer_address: "fe80::1".parse().unwrap(),
+            chain: vec![12, 0, 1, 2],
+            relay_ids: vec![vec![0, 1, 2], vec![9]],
+            remote_id: Some(RemoteId {
+                enterprise: 4491,
+                id: vec![1, 2, 3],
+            }),
+            subscriber_id: None,
+            interface_id: Some(b"eth0".to_vec()),
+            client_linklayer: Some((1, vec![0, 1, 2, 3, 4, 5])),
+        };
+        let leases = vec![Lease {
+            kind: LeaseKind::Pd,
+            iaid: 7,
+            addr: "2001:db8:100::".parse().unwrap(),
+            prefix_len: 56,
+            preferred: 100,
+            valid: 200,
+            expires_at: 12345,
+            state: LeaseState::Active,
+        }];
+        let b = encode(Some(&relay), &leases);
+        assert_eq!(decode(&b).unwrap(), (Some(relay), leases.clone()));
+        let b = encode(None, &leases);
+        assert_eq!(decode(&b).unwrap(), (None, leases));
+        for n in 0..b.len() {
+            assert!(decode(&b[..n]).is_err());
+        }
+    }
+}

@@ -1,0 +1,966 @@
+//! Embedded backend: SQLite (bundled), WAL, `synchronous=FULL`, one writer thread with group commit,
+//! a small pool of read-only connections for queries.
+//!
+//! Durability: in WAL mode with `synchronous=FULL` the WAL is fsynced at every commit, and a caller is
+//! answered only after the transaction holding its update committed.
+//!
+//! Opening: a file that is not ours, truncated or of a newer schema is rejected with an error naming it
+//! before any read-write connection is opened, so nothing in it is changed. A new store is built under a
+//! temporary name and renamed into place, so a crash during creation never leaves a half-made store.
+
+use std::fs::File;
+use std::io::Read;
+use std::net::Ipv6Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::types::Value;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::record::{self, a16, addr_from, Plan};
+use crate::sql::Param;
+use crate::{
+    ActiveLease, Binding, ClientRecord, ClientUpdate, CommitInfo, Cursor, LeaseMerge, LeaseState,
+    LeaseStore, Page, Query, Result, Stats, StoreError,
+};
+
+/// `PRAGMA application_id` of an lq6 store: ASCII "lq6S".
+pub const APPLICATION_ID: i32 = 0x6c71_3653;
+/// Current schema version (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = r#"
+CREATE TABLE client(
+  id INTEGER PRIMARY KEY,
+  duid BLOB NOT NULL,
+  link TEXT NOT NULL,
+  link_address BLOB NOT NULL,
+  cltt INTEGER NOT NULL,
+  changed_seq INTEGER NOT NULL,
+  changed_at INTEGER NOT NULL,
+  n_active INTEGER NOT NULL,
+  n_leases INTEGER NOT NULL,
+  remote_ent INTEGER,
+  remote_id BLOB,
+  data BLOB NOT NULL
+);
+CREATE UNIQUE INDEX client_duid ON client(duid, link);
+CREATE INDEX client_link ON client(link);
+CREATE INDEX client_remote ON client(remote_id, remote_ent) WHERE remote_id IS NOT NULL;
+CREATE UNIQUE INDEX client_seq ON client(changed_seq);
+CREATE TABLE relay_id(
+  relay_id BLOB NOT NULL,
+  client INTEGER NOT NULL,
+  PRIMARY KEY(relay_id, client)
+) WITHOUT ROWID;
+CREATE TABLE addr(
+  start BLOB PRIMARY KEY,
+  "end" BLOB NOT NULL,
+  plen INTEGER NOT NULL,
+  client INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX addr_expiry ON addr(expires_at);
+CREATE INDEX addr_client ON addr(client);
+"#;
+
+const COLS: &str =
+    "c.id, c.duid, c.link, c.link_address, c.cltt, c.changed_seq, c.changed_at, c.data";
+
+/// Options for [`SqliteStore::open_with`].
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Create the store if the file does not exist (default true).
+    pub create: bool,
+    /// Read connections kept in the pool (default 4).
+    pub readers: usize,
+    /// Page cache per read connection in KiB (default 8192).
+    pub reader_cache_kib: i64,
+    /// Most updates committed in one transaction (default 4096).
+    pub max_group: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            create: true,
+            readers: 4,
+            reader_cache_kib: 8192,
+            max_group: 4096,
+        }
+    }
+}
+
+enum Cmd {
+    Commit(ClientUpdate, oneshot::Sender<Result<CommitInfo>>),
+    Batch(
+        Vec<ClientUpdate>,
+        oneshot::Sender<Result<Vec<Result<CommitInfo>>>>,
+    ),
+    Expire(u64, usize, oneshot::Sender<Result<u64>>),
+}
+
+struct Inner {
+    path: PathBuf,
+    tx: Option<mpsc::Sender<Cmd>>,
+    readers: Mutex<Vec<Connection>>,
+    opts: SqliteOptions,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Ok(mut w) = self.writer.lock() {
+            if let Some(h) = w.take() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+/// The embedded SQLite lease store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Map an SQLite error seen while inspecting a file to an error naming it.
+fn inspect_err(path: &Path, e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => StoreError::NotOurs {
+            path: path.to_owned(),
+            reason: format!("not an SQLite database ({e})"),
+        },
+        Some(ErrorCode::DatabaseCorrupt) => StoreError::CorruptFile {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        },
+        _ => StoreError::CorruptFile {
+            path: path.to_owned(),
+            reason: format!("cannot read: {e}"),
+        },
+    }
+}
+
+/// Check an existing file without writing to it. Returns its schema version.
+fn inspect(path: &Path) -> Result<i64> {
+    let mut f = File::open(path).map_err(|e| io_err(path, e))?;
+    let len = f.metadata().map_err(|e| io_err(path, e))?.len();
+    if len == 0 {
+        return Err(StoreError::NotOurs {
+            path: path.to_owned(),
+            reason: "empty file".into(),
+        });
+    }
+    let mut hdr = [0u8; 100];
+    let mut got = 0;
+    while got < hdr.len() {
+        match f.read(&mut hdr[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => return Err(io_err(path, e)),
+        }
+    }
+    if got < 16 || &hdr[..16] != b"SQLite format 3\0" {
+        return Err(StoreError::NotOurs {
+            path: path.to_owned(),
+            reason: "not an SQLite database".into(),
+        });
+    }
+    if got < 100 {
+        return Err(StoreError::CorruptFile {
+            path: path.to_owned(),
+            reason: format!("truncated: {len} bytes, shorter than the SQLite header"),
+        });
+    }
+    let be32 = |o: usize| u32::from_be_bytes([hdr[o], hdr[o + 1], hdr[o + 2], hdr[o + 3]]);
+    let app = be32(68) as i32;
+    if app != APPLICATION_ID {
+        return Err(StoreError::NotOurs {
+            path: path.to_owned(),
+            reason: format!("SQLite application_id is {app:#x}, not lq6's {APPLICATION_ID:#x}"),
+        });
+    }
+    // In-header database size (valid when the change counter matches version-valid-for). Only trusted
+    // when there is no WAL to recover from (a checkpoint interrupted by a crash writes page 1 first).
+    let page_size = match u16::from_be_bytes([hdr[16], hdr[17]]) {
+        1 => 65536u64,
+        n => n as u64,
+    };
+    let wal = {
+        let mut w = path.as_os_str().to_owned();
+        w.push("-wal");
+        std::fs::metadata(PathBuf::from(w))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    if wal == 0 && be32(24) == be32(92) {
+        let want = be32(28) as u64 * page_size;
+        if want > len {
+            return Err(StoreError::CorruptFile {
+                path: path.to_owned(),
+                reason: format!("truncated: the header says {want} bytes, the file has {len}"),
+            });
+        }
+    }
+    if len % page_size.max(512) != 0 {
+        return Err(StoreError::CorruptFile {
+            path: path.to_owned(),
+            reason: format!(
+                "truncated: {len} bytes is not a multiple of the page size {page_size}"
+            ),
+        });
+    }
+    drop(f);
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| inspect_err(path, e))?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| inspect_err(path, e))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version < 1 {
+        return Err(StoreError::CorruptFile {
+            path: path.to_owned(),
+            reason: format!("schema version {version}"),
+        });
+    }
+    // Touch the right edge of every table so that a damaged file fails here rather than later.
+    for sql in [
+        "SELECT max(id), max(changed_seq) FROM client",
+        "SELECT count(*) FROM (SELECT 1 FROM relay_id LIMIT 1)",
+        "SELECT max(start) FROM addr",
+    ] {
+        conn.query_row(sql, [], |_| Ok(()))
+            .map_err(|e| inspect_err(path, e))?;
+    }
+    Ok(version)
+}
+
+fn tmp_name(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".creating-{}", std::process::id()));
+    PathBuf::from(s)
+}
+
+fn fsync_dir(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(&dir, e))
+}
+
+/// Build a new store under a temporary name and rename it into place.
+fn create(path: &Path) -> Result<()> {
+    if let Some(d) = path.parent() {
+        if !d.as_os_str().is_empty() {
+            std::fs::create_dir_all(d).map_err(|e| io_err(d, e))?;
+        }
+    }
+    let tmp = tmp_name(path);
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = tmp.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+    {
+        let conn = Connection::open(&tmp)?;
+        conn.execute_batch(&format!(
+            "PRAGMA page_size=4096; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
+             BEGIN; PRAGMA application_id={APPLICATION_ID}; {SCHEMA_V1} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;
+             PRAGMA wal_checkpoint(TRUNCATE);"
+        ))?;
+    }
+    File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_err(&tmp, e))?;
+    // Do not replace a file somebody else created meanwhile.
+    if path.exists() {
+        let _ = std::fs::remove_file(&tmp);
+        return Ok(());
+    }
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
+    fsync_dir(path)
+}
+
+fn reader_conn(path: &Path, cache_kib: i64) -> Result<Connection> {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    c.execute_batch(&format!(
+        "PRAGMA cache_size=-{cache_kib}; PRAGMA mmap_size=0; PRAGMA busy_timeout=10000;"
+    ))?;
+    Ok(c)
+}
+
+impl SqliteStore {
+    /// Open (or create) the store at `path` with default options.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, SqliteOptions::default())
+    }
+
+    /// Open with options. Must be called outside of, or inside, a tokio runtime (no runtime needed).
+    pub fn open_with(path: impl AsRef<Path>, opts: SqliteOptions) -> Result<Self> {
+        let path = path.as_ref().to_owned();
+        if !path.exists() {
+            if !opts.create {
+                return Err(io_err(
+                    &path,
+                    std::io::Error::from(std::io::ErrorKind::NotFound),
+                ));
+            }
+            create(&path)?;
+        }
+        let _version = inspect(&path)?;
+        // Future migrations from _version to SCHEMA_VERSION run here, in the writer's first transaction.
+        let wconn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let mode: String = wconn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::CorruptFile {
+                path,
+                reason: format!("cannot switch to WAL (journal_mode {mode})"),
+            });
+        }
+        wconn.execute_batch(
+            "PRAGMA synchronous=FULL; PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY; PRAGMA busy_timeout=10000;",
+        )?;
+        let seq: i64 = wconn.query_row(
+            "SELECT coalesce(max(changed_seq), 0) FROM client",
+            [],
+            |r| r.get(0),
+        )?;
+        let (tx, rx) = mpsc::channel(65536);
+        let max_group = opts.max_group.max(1);
+        let handle = std::thread::Builder::new()
+            .name("lq6-store-writer".into())
+            .spawn(move || {
+                Writer {
+                    conn: wconn,
+                    seq: seq as u64,
+                }
+                .run(rx, max_group)
+            })
+            .map_err(|e| io_err(&path, e))?;
+        let mut readers = Vec::new();
+        readers.push(reader_conn(&path, opts.reader_cache_kib)?);
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                tx: Some(tx),
+                readers: Mutex::new(readers),
+                opts,
+                writer: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Run `f` on a pooled read connection (blocking).
+    fn with_reader<T>(inner: &Inner, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = inner.readers.lock().ok().and_then(|mut v| v.pop());
+        let conn = match conn {
+            Some(c) => c,
+            None => reader_conn(&inner.path, inner.opts.reader_cache_kib)?,
+        };
+        let r = f(&conn);
+        if let Ok(mut v) = inner.readers.lock() {
+            if v.len() < inner.opts.readers {
+                v.push(conn);
+            }
+        }
+        r
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || Self::with_reader(&inner, f))
+            .await
+            .map_err(|e| StoreError::CommitFailed(format!("reader task failed: {e}")))?
+    }
+
+    async fn send<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Cmd) -> Result<T> {
+        let (otx, orx) = oneshot::channel();
+        let tx = self.inner.tx.as_ref().ok_or(StoreError::Closed)?;
+        tx.send(make(otx)).await.map_err(|_| StoreError::Closed)?;
+        orx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn row_binding(r: &rusqlite::Row<'_>) -> Result<(u64, Binding)> {
+    let id: i64 = r.get(0)?;
+    let duid: Vec<u8> = r.get(1)?;
+    let link: String = r.get(2)?;
+    let la = r
+        .get_ref(3)?
+        .as_blob()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let link_address = addr_from(la)?;
+    let cltt: i64 = r.get(4)?;
+    let changed_seq: i64 = r.get(5)?;
+    let changed_at: i64 = r.get(6)?;
+    let data = r
+        .get_ref(7)?
+        .as_blob()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let (relay, leases) = record::decode(data)?;
+    Ok((
+        id as u64,
+        Binding {
+            client: ClientRecord {
+                duid,
+                link,
+                link_address,
+                cltt: cltt as u64,
+                relay,
+                changed_seq: changed_seq as u64,
+                changed_at: changed_at as u64,
+            },
+            leases,
+        },
+    ))
+}
+
+fn query_sql(
+    q: &Query,
+    head: &str,
+    after: Option<Cursor>,
+    limit: Option<usize>,
+) -> (String, Vec<Value>) {
+    let (sql, ps) = crate::sql::build(q, head, after, limit, "", |i| format!("?{i}"));
+    let ps = ps
+        .into_iter()
+        .map(|p| match p {
+            Param::Bytes(b) => Value::Blob(b),
+            Param::Text(t) => Value::Text(t),
+            Param::Int(i) => Value::Integer(i),
+        })
+        .collect();
+    (sql, ps)
+}
+
+fn load_by_id(conn: &Connection, id: i64) -> Result<Option<Binding>> {
+    let mut st = conn.prepare_cached(&format!("SELECT {COLS} FROM client c WHERE c.id = ?1"))?;
+    let mut rows = st.query([id])?;
+    match rows.next()? {
+        Some(r) => Ok(Some(row_binding(r)?.1)),
+        None => Ok(None),
+    }
+}
+
+fn find_addr(conn: &Connection, addr: Ipv6Addr) -> Result<Option<(Ipv6Addr, Ipv6Addr, i64)>> {
+    let mut st = conn.prepare_cached(
+        "SELECT start, \"end\", client FROM addr WHERE start <= ?1 ORDER BY start DESC LIMIT 1",
+    )?;
+    let row = st
+        .query_row([a16(addr)], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .optional()?;
+    match row {
+        Some((s, e, c)) => Ok(Some((addr_from(&s)?, addr_from(&e)?, c))),
+        None => Ok(None),
+    }
+}
+
+#[async_trait::async_trait]
+impl LeaseStore for SqliteStore {
+    async fn commit(&self, update: ClientUpdate) -> Result<CommitInfo> {
+        self.send(|tx| Cmd::Commit(update, tx)).await
+    }
+
+    async fn commit_batch(&self, updates: Vec<ClientUpdate>) -> Result<Vec<Result<CommitInfo>>> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.send(|tx| Cmd::Batch(updates, tx)).await
+    }
+
+    async fn by_address(&self, addr: Ipv6Addr) -> Result<Option<Binding>> {
+        self.read(move |c| {
+            let Some((_s, e, id)) = find_addr(c, addr)? else {
+                return Ok(None);
+            };
+            if e < addr {
+                return Ok(None);
+            }
+            Ok(load_by_id(c, id)?.map(Binding::active_only))
+        })
+        .await
+    }
+
+    async fn by_client(&self, duid: &[u8], link: Option<&str>) -> Result<Vec<Binding>> {
+        let q = Query::client(duid, link).inactive(true);
+        self.read(move |c| {
+            let (sql, params) = query_sql(&q, COLS, None, Some(usize::MAX >> 2));
+            let mut st = c.prepare_cached(&sql)?;
+            let mut rows = st.query(rusqlite::params_from_iter(params))?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(row_binding(r)?.1);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn page(&self, q: &Query, after: Option<Cursor>, limit: usize) -> Result<Page> {
+        let q = q.clone();
+        let limit = limit.max(1);
+        self.read(move |c| {
+            let (sql, params) = query_sql(&q, COLS, after, Some(limit));
+            let mut st = c.prepare_cached(&sql)?;
+            let mut rows = st.query(rusqlite::params_from_iter(params))?;
+            let mut out = Vec::with_capacity(limit.min(4096));
+            let mut last = None;
+            while let Some(r) = rows.next()? {
+                let (id, b) = row_binding(r)?;
+                last = Some(id);
+                out.push(if q.include_inactive {
+                    b
+                } else {
+                    b.active_only()
+                });
+            }
+            let next = if out.len() == limit {
+                last.map(Cursor)
+            } else {
+                None
+            };
+            Ok(Page {
+                bindings: out,
+                next,
+            })
+        })
+        .await
+    }
+
+    async fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<Binding>> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {COLS} FROM client c WHERE c.changed_seq > ?1 ORDER BY c.changed_seq LIMIT ?2"
+            ))?;
+            let mut rows = st.query(params![seq.min(i64::MAX as u64) as i64, limit.min(i64::MAX as usize) as i64])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(row_binding(r)?.1);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn expire(&self, now: u64) -> Result<u64> {
+        const CHUNK: usize = 5000;
+        let mut total = 0;
+        loop {
+            let (n, more) = {
+                let n = self.send(|tx| Cmd::Expire(now, CHUNK, tx)).await?;
+                (n, n > 0)
+            };
+            total += n;
+            if !more {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn active_in_range(
+        &self,
+        start: Ipv6Addr,
+        end: Ipv6Addr,
+        after: Option<Ipv6Addr>,
+        limit: usize,
+    ) -> Result<Vec<ActiveLease>> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT a.start, a.plen, a.expires_at, c.duid, c.link FROM addr a JOIN client c ON c.id = a.client
+                 WHERE a.start >= ?1 AND a.start <= ?2 AND (?3 IS NULL OR a.start > ?3) ORDER BY a.start LIMIT ?4",
+            )?;
+            let mut rows =
+                st.query(params![a16(start), a16(end), after.map(a16), limit.min(i64::MAX as usize) as i64])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let s: Vec<u8> = r.get(0)?;
+                out.push(ActiveLease {
+                    addr: addr_from(&s)?,
+                    prefix_len: r.get::<_, i64>(1)?.clamp(0, 128) as u8,
+                    expires_at: r.get::<_, i64>(2)? as u64,
+                    duid: r.get(3)?,
+                    link: r.get(4)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn count(&self, q: &Query) -> Result<u64> {
+        let q = q.clone();
+        self.read(move |c| {
+            let (sql, params) = query_sql(&q, "count(*)", None, None);
+            let mut st = c.prepare_cached(&sql)?;
+            let n: i64 = st.query_row(rusqlite::params_from_iter(params), |r| r.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        self.read(|c| {
+            let s = c.query_row(
+                "SELECT count(*), coalesce(sum(n_active > 0), 0), coalesce(sum(n_leases), 0),
+                        coalesce(sum(n_active), 0), coalesce(max(changed_seq), 0) FROM client",
+                [],
+                |r| {
+                    Ok(Stats {
+                        bindings: r.get::<_, i64>(0)? as u64,
+                        active_bindings: r.get::<_, i64>(1)? as u64,
+                        leases: r.get::<_, i64>(2)? as u64,
+                        active_leases: r.get::<_, i64>(3)? as u64,
+                        last_seq: r.get::<_, i64>(4)? as u64,
+                    })
+                },
+            )?;
+            Ok(s)
+        })
+        .await
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    seq: u64,
+}
+
+enum Reply {
+    One(oneshot::Sender<Result<CommitInfo>>, Result<CommitInfo>),
+    Many(
+        oneshot::Sender<Result<Vec<Result<CommitInfo>>>>,
+        Vec<Result<CommitInfo>>,
+    ),
+    Expire(oneshot::Sender<Result<u64>>, Result<u64>),
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Cmd>, max_group: usize) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut cmds = vec![first];
+            let mut n = 0usize;
+            while n < max_group {
+                match rx.try_recv() {
+                    Ok(c) => {
+                        n += match &c {
+                            Cmd::Batch(v, _) => v.len(),
+                            _ => 1,
+                        };
+                        cmds.push(c);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.group(cmds);
+        }
+        let _ = self.conn.execute_batch("PRAGMA optimize;");
+    }
+
+    /// One transaction for every queued command; replies go out after COMMIT (after the fsync).
+    fn group(&mut self, cmds: Vec<Cmd>) {
+        let seq0 = self.seq;
+        let mut replies = Vec::with_capacity(cmds.len());
+        let begin = self.conn.execute_batch("BEGIN IMMEDIATE");
+        if let Err(e) = begin {
+            let msg = e.to_string();
+            for c in cmds {
+                fail(c, &msg);
+            }
+            return;
+        }
+        for c in cmds {
+            match c {
+                Cmd::Commit(u, tx) => {
+                    let r = self.apply_sp(&u);
+                    replies.push(Reply::One(tx, r));
+                }
+                Cmd::Batch(us, tx) => {
+                    let rs = us.iter().map(|u| self.apply_sp(u)).collect();
+                    replies.push(Reply::Many(tx, rs));
+                }
+                Cmd::Expire(now, limit, tx) => {
+                    let r = self.expire(now, limit);
+                    replies.push(Reply::Expire(tx, r));
+                }
+            }
+        }
+        match self.conn.execute_batch("COMMIT") {
+            Ok(()) => {
+                for r in replies {
+                    match r {
+                        Reply::One(tx, r) => drop(tx.send(r)),
+                        Reply::Many(tx, r) => drop(tx.send(Ok(r))),
+                        Reply::Expire(tx, r) => drop(tx.send(r)),
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.seq = seq0;
+                let msg = e.to_string();
+                for r in replies {
+                    match r {
+                        Reply::One(tx, _) => {
+                            drop(tx.send(Err(StoreError::CommitFailed(msg.clone()))))
+                        }
+                        Reply::Many(tx, _) => {
+                            drop(tx.send(Err(StoreError::CommitFailed(msg.clone()))))
+                        }
+                        Reply::Expire(tx, _) => {
+                            drop(tx.send(Err(StoreError::CommitFailed(msg.clone()))))
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Apply one update inside a savepoint so that a failure leaves nothing of it.
+    fn apply_sp(&mut self, u: &ClientUpdate) -> Result<CommitInfo> {
+        let seq0 = self.seq;
+        self.conn.prepare_cached("SAVEPOINT u")?.execute([])?;
+        match self.apply(u) {
+            Ok(ci) => {
+                self.conn.prepare_cached("RELEASE u")?.execute([])?;
+                Ok(ci)
+            }
+            Err(e) => {
+                self.seq = seq0;
+                self.conn.prepare_cached("ROLLBACK TO u")?.execute([])?;
+                self.conn.prepare_cached("RELEASE u")?.execute([])?;
+                Err(e)
+            }
+        }
+    }
+
+    fn apply(&mut self, u: &ClientUpdate) -> Result<CommitInfo> {
+        let c = &self.conn;
+        let now = u.now.unwrap_or_else(crate::unix_now);
+        let existing: Option<(i64, Vec<u8>)> = c
+            .prepare_cached("SELECT id, data FROM client WHERE duid = ?1 AND link = ?2")?
+            .query_row(params![u.duid, u.link], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let old = match &existing {
+            Some((_, data)) => Some(record::decode(data)?),
+            None => None,
+        };
+        let plan: Plan = record::plan(old.as_ref().map(|(r, l)| (r, l.as_slice())), u)?;
+        self.seq += 1;
+        let seq = self.seq;
+        let (rent, rid) = match u.relay.as_ref().and_then(|r| r.remote_id.as_ref()) {
+            Some(r) => (Some(r.enterprise as i64), Some(r.id.clone())),
+            None => (None, None),
+        };
+        let la = a16(u.link_address);
+        let cltt = u.cltt.min(i64::MAX as u64) as i64;
+        let id = match &existing {
+            Some((id, _)) => {
+                c.prepare_cached(
+                    "UPDATE client SET link_address=?2, cltt=?3, changed_seq=?4, changed_at=?5, n_active=?6,
+                     n_leases=?7, remote_ent=?8, remote_id=?9, data=?10 WHERE id=?1",
+                )?
+                .execute(params![
+                    id,
+                    la,
+                    cltt,
+                    seq as i64,
+                    now as i64,
+                    plan.n_active,
+                    plan.n_leases,
+                    rent,
+                    rid,
+                    plan.data
+                ])?;
+                *id
+            }
+            None => {
+                c.prepare_cached(
+                    "INSERT INTO client(duid, link, link_address, cltt, changed_seq, changed_at, n_active, n_leases,
+                     remote_ent, remote_id, data) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+                )?
+                .execute(params![
+                    u.duid,
+                    u.link,
+                    la,
+                    cltt,
+                    seq as i64,
+                    now as i64,
+                    plan.n_active,
+                    plan.n_leases,
+                    rent,
+                    rid,
+                    plan.data
+                ])?;
+                c.last_insert_rowid()
+            }
+        };
+        if !plan.addr_del.is_empty() {
+            let mut del = c.prepare_cached("DELETE FROM addr WHERE start = ?1 AND client = ?2")?;
+            for a in &plan.addr_del {
+                del.execute(params![a16(*a), id])?;
+            }
+        }
+        if !plan.addr_put.is_empty() {
+            let mut put = c.prepare_cached(
+                "INSERT INTO addr(start, \"end\", plen, client, expires_at) VALUES (?1,?2,?3,?4,?5)
+                 ON CONFLICT(start) DO UPDATE SET \"end\"=excluded.\"end\", plen=excluded.plen,
+                 expires_at=excluded.expires_at WHERE client = excluded.client",
+            )?;
+            for a in &plan.addr_put {
+                // Overlap check: the range with the largest start <= our end is the only candidate,
+                // because active ranges never overlap.
+                if let Some((s, e, holder)) = find_addr(c, a.end)? {
+                    if e >= a.start && (holder != id || s != a.start) {
+                        return Err(StoreError::Conflict { addr: a.start });
+                    }
+                }
+                let n = put.execute(params![
+                    a16(a.start),
+                    a16(a.end),
+                    a.plen as i64,
+                    id,
+                    a.expires_at as i64
+                ])?;
+                if n == 0 {
+                    return Err(StoreError::Conflict { addr: a.start });
+                }
+            }
+        }
+        if !plan.relay_del.is_empty() {
+            let mut del =
+                c.prepare_cached("DELETE FROM relay_id WHERE relay_id = ?1 AND client = ?2")?;
+            for r in &plan.relay_del {
+                del.execute(params![r, id])?;
+            }
+        }
+        if !plan.relay_add.is_empty() {
+            let mut ins = c.prepare_cached(
+                "INSERT OR IGNORE INTO relay_id(relay_id, client) VALUES (?1, ?2)",
+            )?;
+            for r in &plan.relay_add {
+                ins.execute(params![r, id])?;
+            }
+        }
+        Ok(CommitInfo {
+            seq,
+            changed_at: now,
+            binding: Binding {
+                client: ClientRecord {
+                    duid: u.duid.clone(),
+                    link: u.link.clone(),
+                    link_address: u.link_address,
+                    cltt: u.cltt,
+                    relay: u.relay.clone(),
+                    changed_seq: seq,
+                    changed_at: now,
+                },
+                leases: plan.leases,
+            },
+        })
+    }
+
+    /// Expire up to `limit` bindings' overdue leases. Returns the number of leases expired.
+    fn expire(&mut self, now: u64, limit: usize) -> Result<u64> {
+        let ids: Vec<i64> = {
+            let mut st = self.conn.prepare_cached(
+                "SELECT DISTINCT client FROM addr WHERE expires_at <= ?1 LIMIT ?2",
+            )?;
+            let rows = st.query_map(
+                params![now.min(i64::MAX as u64) as i64, limit as i64],
+                |r| r.get(0),
+            )?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut n = 0u64;
+        for id in ids {
+            let Some(b) = load_by_id(&self.conn, id)? else {
+                continue;
+            };
+            let mut leases = b.leases;
+            let mut changed = 0;
+            for l in leases.iter_mut() {
+                if l.state == LeaseState::Active && l.expires_at <= now {
+                    l.state = LeaseState::Expired;
+                    changed += 1;
+                }
+            }
+            if changed == 0 {
+                continue;
+            }
+            let u = ClientUpdate {
+                duid: b.client.duid,
+                link: b.client.link,
+                link_address: b.client.link_address,
+                cltt: b.client.cltt,
+                relay: b.client.relay,
+                leases,
+                merge: LeaseMerge::Replace,
+                now: Some(now),
+            };
+            self.apply_sp(&u)?;
+            n += changed;
+        }
+        Ok(n)
+    }
+}
+
+fn fail(c: Cmd, msg: &str) {
+    let e = || StoreError::CommitFailed(msg.to_owned());
+    match c {
+        Cmd::Commit(_, tx) => drop(tx.send(Err(e()))),
+        Cmd::Batch(_, tx) => drop(tx.send(Err(e()))),
+        Cmd::Expire(_, _, tx) => drop(tx.send(Err(e()))),
+    }
+}
