@@ -9,7 +9,6 @@
 //! Env: LQ6_BENCH_N (bindings), LQ6_BENCH_PAUSE (stall seconds, default 5).
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use lq6_leasequery::Responder;
@@ -62,7 +61,10 @@ fn binding(i: u32, now: u64) -> ClientUpdate {
                 options: vec![
                     DhcpOption::InterfaceId(b"port7".to_vec()),
                     DhcpOption::RelayId(big.clone()),
-                    DhcpOption::RemoteId(RemoteId { enterprise: 9, id: vec![1, 1] }),
+                    DhcpOption::RemoteId(RemoteId {
+                        enterprise: 9,
+                        id: vec![1, 1],
+                    }),
                 ],
             }))),
         ],
@@ -73,7 +75,10 @@ fn binding(i: u32, now: u64) -> ClientUpdate {
         peer_address: a("2001:db8:ffff::2"),
         chain,
         relay_ids: vec![group.as_bytes().to_vec(), big.as_bytes().to_vec()],
-        remote_id: Some(lq6_store::RemoteId { enterprise: 9, id: vec![1, 1] }),
+        remote_id: Some(lq6_store::RemoteId {
+            enterprise: 9,
+            id: vec![1, 1],
+        }),
         subscriber_id: None,
         interface_id: Some(b"port7".to_vec()),
         client_linklayer: None,
@@ -127,7 +132,12 @@ async fn drain(s: &mut TcpStream, want_done: usize) -> (u64, Duration, u64) {
     }
 }
 
-async fn bulk(addr: SocketAddr, qt: QueryType, opts: Vec<DhcpOption>, link: Ipv6Addr) -> (u64, Duration, Duration) {
+async fn bulk(
+    addr: SocketAddr,
+    qt: QueryType,
+    opts: Vec<DhcpOption>,
+    link: Ipv6Addr,
+) -> (u64, Duration, Duration) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.set_nodelay(true).unwrap();
     let mut q = Vec::new();
@@ -144,8 +154,14 @@ fn mib(kib: u64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let n: u32 = std::env::var("LQ6_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
-    let pause: u64 = std::env::var("LQ6_BENCH_PAUSE").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let n: u32 = std::env::var("LQ6_BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let pause: u64 = std::env::var("LQ6_BENCH_PAUSE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir).await;
     let now = lq6_store::unix_now();
@@ -154,13 +170,21 @@ async fn main() {
     for i in 0..n {
         batch.push(binding(i, now));
         if batch.len() == 10_000 || i + 1 == n {
-            for r in store.commit_batch(std::mem::take(&mut batch)).await.unwrap() {
+            for r in store
+                .commit_batch(std::mem::take(&mut batch))
+                .await
+                .unwrap()
+            {
                 r.unwrap();
             }
         }
     }
     let fill = t.elapsed();
-    let db_bytes: u64 = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
+    let db_bytes: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
     let mut cfg = test_config();
     cfg.tcp.data_timeout_secs = 300;
     cfg.tcp.max_connections = 16;
@@ -171,11 +195,24 @@ async fn main() {
         let addr = l.local_addr().unwrap();
         let shutdown = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn(responder.clone().run_tcp(vec![l], shutdown.clone()));
-        Server { addr, responder, store: store.clone(), shutdown, task, dir }
+        Server {
+            addr,
+            responder,
+            store: store.clone(),
+            shutdown,
+            task,
+            dir,
+        }
     };
     let rss_loaded = rss_kib();
 
-    println!("store: {n} bindings filled in {:.1} s ({:.0}/s), {:.1} MiB on disk, process RSS {:.1} MiB", fill.as_secs_f64(), n as f64 / fill.as_secs_f64(), db_bytes as f64 / 1048576.0, mib(rss_loaded));
+    println!(
+        "store: {n} bindings filled in {:.1} s ({:.0}/s), {:.1} MiB on disk, process RSS {:.1} MiB",
+        fill.as_secs_f64(),
+        n as f64 / fill.as_secs_f64(),
+        db_bytes as f64 / 1048576.0,
+        mib(rss_loaded)
+    );
     println!();
     println!("| measurement | bindings | seconds | bindings/s | first binding | RSS growth | x baseline |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
@@ -184,7 +221,16 @@ async fn main() {
     let (frame, per) = {
         let mut one = Vec::new();
         let mut c = Client::connect(s.addr).await;
-        c.send(&query(9, QueryType::ByRelayId, Ipv6Addr::UNSPECIFIED, vec![DhcpOption::RelayId(relay_id(100)), DhcpOption::Oro(vec![code::LQ_RELAY_DATA])])).await;
+        c.send(&query(
+            9,
+            QueryType::ByRelayId,
+            Ipv6Addr::UNSPECIFIED,
+            vec![
+                DhcpOption::RelayId(relay_id(100)),
+                DhcpOption::Oro(vec![code::LQ_RELAY_DATA]),
+            ],
+        ))
+        .await;
         let ans = c.answer().await;
         let m = Message::Client(ans.data[0].clone());
         write_framed(&mut one, |b| m.encode(b)).unwrap();
@@ -205,7 +251,10 @@ async fn main() {
                 left -= k;
             }
             let mut d = Vec::new();
-            write_framed(&mut d, |b| Message::Client(ClientMessage::new(MessageType::LEASEQUERY_DONE, 1)).encode(b)).unwrap();
+            write_framed(&mut d, |b| {
+                Message::Client(ClientMessage::new(MessageType::LEASEQUERY_DONE, 1)).encode(b)
+            })
+            .unwrap();
             w.write_all(&d).await.unwrap();
         });
         let mut c = TcpStream::connect(addr).await.unwrap();
@@ -234,9 +283,33 @@ async fn main() {
     }
 
     for (name, qt, opts, link) in [
-        ("QUERY_BY_RELAY_ID", QueryType::ByRelayId, vec![DhcpOption::RelayId(relay_id(1)), DhcpOption::Oro(vec![code::LQ_RELAY_DATA])], Ipv6Addr::UNSPECIFIED),
-        ("QUERY_BY_LINK_ADDRESS", QueryType::ByLinkAddress, vec![DhcpOption::Oro(vec![code::LQ_RELAY_DATA])], a("2001:db8:1::1")),
-        ("QUERY_BY_REMOTE_ID", QueryType::ByRemoteId, vec![DhcpOption::RemoteId(RemoteId { enterprise: 9, id: vec![1, 1] }), DhcpOption::Oro(vec![code::LQ_RELAY_DATA])], Ipv6Addr::UNSPECIFIED),
+        (
+            "QUERY_BY_RELAY_ID",
+            QueryType::ByRelayId,
+            vec![
+                DhcpOption::RelayId(relay_id(1)),
+                DhcpOption::Oro(vec![code::LQ_RELAY_DATA]),
+            ],
+            Ipv6Addr::UNSPECIFIED,
+        ),
+        (
+            "QUERY_BY_LINK_ADDRESS",
+            QueryType::ByLinkAddress,
+            vec![DhcpOption::Oro(vec![code::LQ_RELAY_DATA])],
+            a("2001:db8:1::1"),
+        ),
+        (
+            "QUERY_BY_REMOTE_ID",
+            QueryType::ByRemoteId,
+            vec![
+                DhcpOption::RemoteId(RemoteId {
+                    enterprise: 9,
+                    id: vec![1, 1],
+                }),
+                DhcpOption::Oro(vec![code::LQ_RELAY_DATA]),
+            ],
+            Ipv6Addr::UNSPECIFIED,
+        ),
     ] {
         let r0 = rss_kib();
         let (got, first, el) = bulk(s.addr, qt, opts, link).await;
@@ -249,7 +322,16 @@ async fn main() {
         let r0 = rss_kib();
         let mut c = TcpStream::connect(s.addr).await.unwrap();
         let mut q = Vec::new();
-        write_framed(&mut q, |b| query(1, QueryType::ByRelayId, Ipv6Addr::UNSPECIFIED, vec![DhcpOption::RelayId(relay_id(1))]).encode(b)).unwrap();
+        write_framed(&mut q, |b| {
+            query(
+                1,
+                QueryType::ByRelayId,
+                Ipv6Addr::UNSPECIFIED,
+                vec![DhcpOption::RelayId(relay_id(1))],
+            )
+            .encode(b)
+        })
+        .unwrap();
         c.write_all(&q).await.unwrap();
         let mut small = [0u8; 512];
         let _ = c.read(&mut small).await.unwrap();
@@ -279,7 +361,13 @@ async fn main() {
         for g in 0..GROUPS {
             let addr = s.addr;
             tasks.push(tokio::spawn(async move {
-                let (got, first, el) = bulk(addr, QueryType::ByRelayId, vec![DhcpOption::RelayId(relay_id(100 + g as u8))], Ipv6Addr::UNSPECIFIED).await;
+                let (got, first, el) = bulk(
+                    addr,
+                    QueryType::ByRelayId,
+                    vec![DhcpOption::RelayId(relay_id(100 + g as u8))],
+                    Ipv6Addr::UNSPECIFIED,
+                )
+                .await;
                 (got, first, el)
             }));
         }
@@ -322,8 +410,12 @@ async fn udp_by_address(r: Arc<Responder>, n: u32) {
             let mut buf = vec![0u8; 1500];
             let mut out = Vec::with_capacity(1500);
             loop {
-                let Ok((len, src)) = sock.recv_from(&mut buf).await else { return };
-                let Ok(Message::Client(m)) = Message::decode(&buf[..len]) else { continue };
+                let Ok((len, src)) = sock.recv_from(&mut buf).await else {
+                    return;
+                };
+                let Ok(Message::Client(m)) = Message::decode(&buf[..len]) else {
+                    continue;
+                };
                 if let Some(reply) = r.handle_udp(&m, src, false).await {
                     out.clear();
                     if reply.encode(&mut out).is_ok() {
@@ -336,7 +428,8 @@ async fn udp_by_address(r: Arc<Responder>, n: u32) {
     let client = Arc::new(UdpSocket::bind("[::1]:0").await.unwrap());
     client.connect(addr).await.unwrap();
     let total: u32 = 100_000;
-    let sent_at: Arc<Vec<std::sync::Mutex<Option<Instant>>>> = Arc::new((0..total).map(|_| std::sync::Mutex::new(None)).collect());
+    let sent_at: Arc<Vec<std::sync::Mutex<Option<Instant>>>> =
+        Arc::new((0..total).map(|_| std::sync::Mutex::new(None)).collect());
     let sem = Arc::new(tokio::sync::Semaphore::new(16));
     let rx = {
         let (client, sent_at, sem) = (client.clone(), sent_at.clone(), sem.clone());
@@ -345,9 +438,16 @@ async fn udp_by_address(r: Arc<Responder>, n: u32) {
             let mut buf = vec![0u8; 1500];
             let mut hits = 0u32;
             while (lat.len() as u32) < total {
-                let Ok(Ok(len)) = tokio::time::timeout(Duration::from_secs(2), client.recv(&mut buf)).await else { break };
+                let Ok(Ok(len)) =
+                    tokio::time::timeout(Duration::from_secs(2), client.recv(&mut buf)).await
+                else {
+                    break;
+                };
                 let xid = u32::from_be_bytes([0, buf[1], buf[2], buf[3]]);
-                if let Some(t) = sent_at.get(xid as usize).and_then(|m| m.lock().ok()?.take()) {
+                if let Some(t) = sent_at
+                    .get(xid as usize)
+                    .and_then(|m| m.lock().ok()?.take())
+                {
                     lat.push(t.elapsed());
                     if buf[..len].windows(2).any(|w| w == [0, 45]) {
                         hits += 1;
@@ -364,7 +464,17 @@ async fn udp_by_address(r: Arc<Responder>, n: u32) {
         p.forget();
         let i = xid % n;
         let addr = Ipv6Addr::from(u128::from(pd_prefix(i)) + 1);
-        let q = query(xid, QueryType::ByAddress, Ipv6Addr::UNSPECIFIED, vec![DhcpOption::IaAddr(IaAddr { addr, preferred: 0, valid: 0, options: vec![] })]);
+        let q = query(
+            xid,
+            QueryType::ByAddress,
+            Ipv6Addr::UNSPECIFIED,
+            vec![DhcpOption::IaAddr(IaAddr {
+                addr,
+                preferred: 0,
+                valid: 0,
+                options: vec![],
+            })],
+        );
         if let Ok(mut g) = sent_at[xid as usize].lock() {
             *g = Some(Instant::now());
         }
@@ -373,7 +483,11 @@ async fn udp_by_address(r: Arc<Responder>, n: u32) {
     let (mut lat, hits) = rx.await.unwrap();
     let el = t.elapsed();
     lat.sort();
-    let p = |q: f64| lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default();
+    let p = |q: f64| {
+        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
     println!(
         "| UDP QUERY_BY_ADDRESS in a delegated prefix, 16 outstanding ({} answered, {hits} with CLIENT_DATA) | {} | {:.2} | {:.0} q/s | p50 {:.3} ms, p99 {:.3} ms | | |",
         lat.len(),

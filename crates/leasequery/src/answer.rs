@@ -13,7 +13,8 @@ pub enum Source {
 }
 
 fn in_window(b: &Binding, r: &Request) -> bool {
-    r.since.is_none_or(|t| b.client.changed_at >= t) && r.until.is_none_or(|t| b.client.changed_at <= t)
+    r.since.is_none_or(|t| b.client.changed_at >= t)
+        && r.until.is_none_or(|t| b.client.changed_at <= t)
 }
 
 pub async fn lookup(store: &dyn LeaseStore, r: &Request, now: u64) -> Result<Source, StoreError> {
@@ -39,11 +40,19 @@ pub async fn lookup(store: &dyn LeaseStore, r: &Request, now: u64) -> Result<Sou
                 .filter(keep)
                 .collect(),
         ),
-        Target::RelayId { relay_id, link } => Source::Scan(windowed(Query::relay_id(relay_id.clone(), link.as_deref()), r)),
+        Target::RelayId { relay_id, link } => Source::Scan(windowed(
+            Query::relay_id(relay_id.clone(), link.as_deref()),
+            r,
+        )),
         Target::Link(l) => Source::Scan(windowed(Query::link(l), r)),
-        Target::RemoteId { enterprise, id, link } => {
-            Source::Scan(windowed(Query::remote_id(*enterprise, id.clone(), link.as_deref()), r))
-        }
+        Target::RemoteId {
+            enterprise,
+            id,
+            link,
+        } => Source::Scan(windowed(
+            Query::remote_id(*enterprise, id.clone(), link.as_deref()),
+            r,
+        )),
     })
 }
 

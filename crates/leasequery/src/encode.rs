@@ -25,10 +25,16 @@ impl DataSpec {
             now,
             base_time: oro.contains(&code::LQ_BASE_TIME),
             relay_data: wanted(code::LQ_RELAY_DATA),
-            extras: [code::REMOTE_ID, code::SUBSCRIBER_ID, code::INTERFACE_ID, code::RELAY_ID, code::CLIENT_LINKLAYER_ADDR]
-                .into_iter()
-                .filter(|c| wanted(*c))
-                .collect(),
+            extras: [
+                code::REMOTE_ID,
+                code::SUBSCRIBER_ID,
+                code::INTERFACE_ID,
+                code::RELAY_ID,
+                code::CLIENT_LINKLAYER_ADDR,
+            ]
+            .into_iter()
+            .filter(|c| wanted(*c))
+            .collect(),
         }
     }
 }
@@ -41,14 +47,20 @@ pub fn remaining(preferred: u32, valid: u32, expires_at: u64, now: u64) -> (u32,
     }
     let valid_left = expires_at.saturating_sub(now).min(u32::MAX as u64 - 1) as u32;
     let elapsed = valid.saturating_sub(valid_left);
-    let pref_left = if preferred == u32::MAX { preferred } else { preferred.saturating_sub(elapsed) };
+    let pref_left = if preferred == u32::MAX {
+        preferred
+    } else {
+        preferred.saturating_sub(elapsed)
+    };
     (pref_left.min(valid_left), valid_left)
 }
 
 /// True if the binding has something to report (RFC 5007 §4.4.2: leases
 /// with valid lifetime > 0).
 pub fn has_live_lease(b: &Binding, now: u64) -> bool {
-    b.leases.iter().any(|l| l.state == LeaseState::Active && (l.valid == u32::MAX || l.expires_at > now))
+    b.leases
+        .iter()
+        .any(|l| l.state == LeaseState::Active && (l.valid == u32::MAX || l.expires_at > now))
 }
 
 /// Writes one CLIENT_DATA option for `b` (RFC 5007 §4.4.2).
@@ -81,7 +93,10 @@ pub fn client_data(w: &mut OptionWriter, b: &Binding, spec: &DataSpec) -> Result
             }
         }
     }
-    w.option_u32(code::CLT_TIME, spec.now.saturating_sub(b.client.cltt).min(u32::MAX as u64) as u32);
+    w.option_u32(
+        code::CLT_TIME,
+        spec.now.saturating_sub(b.client.cltt).min(u32::MAX as u64) as u32,
+    );
     if let Some(r) = &b.client.relay {
         if spec.relay_data && !r.chain.is_empty() {
             let o = w.open(code::LQ_RELAY_DATA);
@@ -147,12 +162,22 @@ fn status(w: &mut OptionWriter, s: Status, text: &str) -> Result<(), EncodeError
 }
 
 /// Appends a framed LEASEQUERY-REPLY with the first binding, if any.
-pub fn reply(buf: &mut Vec<u8>, h: &ReplyHead, first: Option<&Binding>, spec: &DataSpec) -> Result<(), EncodeError> {
+pub fn reply(
+    buf: &mut Vec<u8>,
+    h: &ReplyHead,
+    first: Option<&Binding>,
+    spec: &DataSpec,
+) -> Result<(), EncodeError> {
     write_framed(buf, |b| reply_body(b, h, first, spec))
 }
 
 /// An unframed LEASEQUERY-REPLY (for UDP).
-pub fn reply_body(buf: &mut Vec<u8>, h: &ReplyHead, first: Option<&Binding>, spec: &DataSpec) -> Result<(), EncodeError> {
+pub fn reply_body(
+    buf: &mut Vec<u8>,
+    h: &ReplyHead,
+    first: Option<&Binding>,
+    spec: &DataSpec,
+) -> Result<(), EncodeError> {
     let mut w = OptionWriter::new(buf);
     w.client_header(MessageType::LEASEQUERY_REPLY.0, h.xid)?;
     status(&mut w, h.status, h.text)?;
@@ -183,7 +208,13 @@ pub fn data(buf: &mut Vec<u8>, xid: u32, b: &Binding, spec: &DataSpec) -> Result
 }
 
 /// Appends a framed LEASEQUERY-DONE with `status` (RFC 5460 §5.4).
-pub fn done(buf: &mut Vec<u8>, xid: u32, st: Status, text: &str, spec: &DataSpec) -> Result<(), EncodeError> {
+pub fn done(
+    buf: &mut Vec<u8>,
+    xid: u32,
+    st: Status,
+    text: &str,
+    spec: &DataSpec,
+) -> Result<(), EncodeError> {
     write_framed(buf, |buf| {
         let mut w = OptionWriter::new(buf);
         w.client_header(MessageType::LEASEQUERY_DONE.0, xid)?;
@@ -196,7 +227,30 @@ pub fn done(buf: &mut Vec<u8>, xid: u32, st: Status, text: &str, spec: &DataSpec
 }
 
 /// A REPLY with only a status, framed, for requests refused on TCP.
-pub fn refusal(buf: &mut Vec<u8>, xid: u32, st: Status, text: &str, server: &Duid, requestor: Option<&Duid>) -> Result<(), EncodeError> {
-    let spec = DataSpec { now: 0, base_time: false, relay_data: false, extras: vec![] };
-    reply(buf, &ReplyHead { xid, status: st, text, server, requestor }, None, &spec)
+pub fn refusal(
+    buf: &mut Vec<u8>,
+    xid: u32,
+    st: Status,
+    text: &str,
+    server: &Duid,
+    requestor: Option<&Duid>,
+) -> Result<(), EncodeError> {
+    let spec = DataSpec {
+        now: 0,
+        base_time: false,
+        relay_data: false,
+        extras: vec![],
+    };
+    reply(
+        buf,
+        &ReplyHead {
+            xid,
+            status: st,
+            text,
+            server,
+            requestor,
+        },
+        None,
+        &spec,
+    )
 }

@@ -23,7 +23,9 @@ pub mod tcp;
 use answer::Source;
 use encode::{DataSpec, ReplyHead};
 use lq6_config::LeasequeryConfig;
-use lq6_proto::{ClientMessage, DhcpOption, Duid, Message, MessageType, QueryType, Status, StatusCode};
+use lq6_proto::{
+    ClientMessage, DhcpOption, Duid, Message, MessageType, QueryType, Status, StatusCode,
+};
 use lq6_store::LeaseStore;
 use metrics::Metrics;
 use request::{Rejection, Target, Transport};
@@ -88,7 +90,12 @@ impl Responder {
     /// (for a relayed query, `src` is the innermost peer-address and
     /// `relayed` is true). Returns the LEASEQUERY-REPLY to send back the
     /// same way, or `None` to drop it (RFC 5007 §4.2.1 discard rules).
-    pub async fn handle_udp(&self, q: &ClientMessage, src: SocketAddr, relayed: bool) -> Option<Message> {
+    pub async fn handle_udp(
+        &self,
+        q: &ClientMessage,
+        src: SocketAddr,
+        relayed: bool,
+    ) -> Option<Message> {
         let m = &self.metrics;
         if !self.cfg.udp || q.msg_type != MessageType::LEASEQUERY {
             m.udp_dropped.fetch_add(1, Relaxed);
@@ -106,9 +113,18 @@ impl Responder {
             return refuse(Status::NotAllowed, "requestor not permitted");
         }
         if relayed && !self.cfg.allow_relayed {
-            return refuse(Status::NotAllowed, "relayed leasequery refused (RFC 5007 §5)");
+            return refuse(
+                Status::NotAllowed,
+                "relayed leasequery refused (RFC 5007 §5)",
+            );
         }
-        let req = match request::parse(q, Transport::Udp, &self.server_duid, self.links.as_ref(), &policy) {
+        let req = match request::parse(
+            q,
+            Transport::Udp,
+            &self.server_duid,
+            self.links.as_ref(),
+            &policy,
+        ) {
             Ok(r) => r,
             Err(Rejection::Discard(why)) => {
                 tracing::debug!(%src, why, "leasequery dropped");
@@ -141,9 +157,11 @@ impl Responder {
             let links: Vec<Ipv6Addr> = found
                 .iter()
                 .filter_map(|b| {
-                    self.links
-                        .link_address(&b.client.link)
-                        .or((!b.client.link_address.is_unspecified()).then_some(b.client.link_address))
+                    self.links.link_address(&b.client.link).or((!b
+                        .client
+                        .link_address
+                        .is_unspecified())
+                    .then_some(b.client.link_address))
                 })
                 .collect();
             let mut reply = ClientMessage::new(MessageType::LEASEQUERY_REPLY, req.xid);
@@ -160,7 +178,8 @@ impl Responder {
             tracing::warn!(error = %e, "cannot encode leasequery reply");
             return None;
         }
-        m.bindings_sent_udp.fetch_add(found.len().min(1) as u64, Relaxed);
+        m.bindings_sent_udp
+            .fetch_add(found.len().min(1) as u64, Relaxed);
         Message::decode(&buf).ok()
     }
 

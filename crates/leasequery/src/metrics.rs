@@ -50,12 +50,20 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn query(&self, tcp: bool, t: QueryType, s: Status) {
-        let table = if tcp { &self.queries_tcp } else { &self.queries_udp };
+        let table = if tcp {
+            &self.queries_tcp
+        } else {
+            &self.queries_udp
+        };
         table[type_index(t)][status_index(s)].fetch_add(1, Relaxed);
     }
 
     pub fn queries(&self, tcp: bool, t: QueryType, s: Status) -> u64 {
-        let table = if tcp { &self.queries_tcp } else { &self.queries_udp };
+        let table = if tcp {
+            &self.queries_tcp
+        } else {
+            &self.queries_udp
+        };
         table[type_index(t)][status_index(s)].load(Relaxed)
     }
 
@@ -71,14 +79,25 @@ impl Metrics {
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let names = ["other", "address", "client_id", "relay_id", "link_address", "remote_id"];
+        let names = [
+            "other",
+            "address",
+            "client_id",
+            "relay_id",
+            "link_address",
+            "remote_id",
+        ];
         let _ = writeln!(s, "# TYPE lq6_leasequery_queries_total counter");
         for (tr, table) in [("udp", &self.queries_udp), ("tcp", &self.queries_tcp)] {
             for (ti, row) in table.iter().enumerate() {
                 for (si, c) in row.iter().enumerate() {
                     let v = c.load(Relaxed);
                     if v > 0 {
-                        let st = if si == STATUSES - 1 { "other".to_string() } else { Status::from_u16(si as u16).to_string() };
+                        let st = if si == STATUSES - 1 {
+                            "other".to_string()
+                        } else {
+                            Status::from_u16(si as u16).to_string()
+                        };
                         let _ = writeln!(s, "lq6_leasequery_queries_total{{transport=\"{tr}\",type=\"{}\",outcome=\"{st}\"}} {v}", names[ti]);
                     }
                 }
@@ -88,23 +107,92 @@ impl Metrics {
             let _ = writeln!(s, "# TYPE {name} {kind}\n{name} {v}");
         };
         let _ = writeln!(s, "# TYPE lq6_leasequery_bindings_sent_total counter");
-        let _ = writeln!(s, "lq6_leasequery_bindings_sent_total{{transport=\"udp\"}} {}", self.bindings_sent_udp.load(Relaxed));
-        let _ = writeln!(s, "lq6_leasequery_bindings_sent_total{{transport=\"tcp\"}} {}", self.bindings_sent_tcp.load(Relaxed));
-        c(&mut s, "lq6_leasequery_udp_dropped_total", "counter", self.udp_dropped.load(Relaxed));
-        c(&mut s, "lq6_bulk_connections_open", "gauge", self.connections_open.load(Relaxed) as u64);
-        c(&mut s, "lq6_bulk_connections_accepted_total", "counter", self.connections_accepted.load(Relaxed));
+        let _ = writeln!(
+            s,
+            "lq6_leasequery_bindings_sent_total{{transport=\"udp\"}} {}",
+            self.bindings_sent_udp.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "lq6_leasequery_bindings_sent_total{{transport=\"tcp\"}} {}",
+            self.bindings_sent_tcp.load(Relaxed)
+        );
+        c(
+            &mut s,
+            "lq6_leasequery_udp_dropped_total",
+            "counter",
+            self.udp_dropped.load(Relaxed),
+        );
+        c(
+            &mut s,
+            "lq6_bulk_connections_open",
+            "gauge",
+            self.connections_open.load(Relaxed) as u64,
+        );
+        c(
+            &mut s,
+            "lq6_bulk_connections_accepted_total",
+            "counter",
+            self.connections_accepted.load(Relaxed),
+        );
         let _ = writeln!(s, "# TYPE lq6_bulk_connections_refused_total counter");
-        let _ = writeln!(s, "lq6_bulk_connections_refused_total{{reason=\"not_allowed\"}} {}", self.connections_refused_not_allowed.load(Relaxed));
-        let _ = writeln!(s, "lq6_bulk_connections_refused_total{{reason=\"limit\"}} {}", self.connections_refused_limit.load(Relaxed));
-        c(&mut s, "lq6_bulk_connections_evicted_idle_total", "counter", self.connections_evicted_idle.load(Relaxed));
+        let _ = writeln!(
+            s,
+            "lq6_bulk_connections_refused_total{{reason=\"not_allowed\"}} {}",
+            self.connections_refused_not_allowed.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "lq6_bulk_connections_refused_total{{reason=\"limit\"}} {}",
+            self.connections_refused_limit.load(Relaxed)
+        );
+        c(
+            &mut s,
+            "lq6_bulk_connections_evicted_idle_total",
+            "counter",
+            self.connections_evicted_idle.load(Relaxed),
+        );
         let _ = writeln!(s, "# TYPE lq6_bulk_timeouts_total counter");
-        let _ = writeln!(s, "lq6_bulk_timeouts_total{{kind=\"idle\"}} {}", self.timeouts_idle.load(Relaxed));
-        let _ = writeln!(s, "lq6_bulk_timeouts_total{{kind=\"write\"}} {}", self.timeouts_write.load(Relaxed));
-        c(&mut s, "lq6_bulk_protocol_errors_total", "counter", self.protocol_errors.load(Relaxed));
-        c(&mut s, "lq6_bulk_queries_terminated_total", "counter", self.queries_terminated.load(Relaxed));
-        c(&mut s, "lq6_bulk_queries_read_total", "counter", self.queries_read.load(Relaxed));
-        c(&mut s, "lq6_bulk_buffered_bytes", "gauge", self.buffered_bytes.load(Relaxed) as u64);
-        c(&mut s, "lq6_bulk_buffered_bytes_high_water", "gauge", self.buffered_bytes_high_water.load(Relaxed) as u64);
+        let _ = writeln!(
+            s,
+            "lq6_bulk_timeouts_total{{kind=\"idle\"}} {}",
+            self.timeouts_idle.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "lq6_bulk_timeouts_total{{kind=\"write\"}} {}",
+            self.timeouts_write.load(Relaxed)
+        );
+        c(
+            &mut s,
+            "lq6_bulk_protocol_errors_total",
+            "counter",
+            self.protocol_errors.load(Relaxed),
+        );
+        c(
+            &mut s,
+            "lq6_bulk_queries_terminated_total",
+            "counter",
+            self.queries_terminated.load(Relaxed),
+        );
+        c(
+            &mut s,
+            "lq6_bulk_queries_read_total",
+            "counter",
+            self.queries_read.load(Relaxed),
+        );
+        c(
+            &mut s,
+            "lq6_bulk_buffered_bytes",
+            "gauge",
+            self.buffered_bytes.load(Relaxed) as u64,
+        );
+        c(
+            &mut s,
+            "lq6_bulk_buffered_bytes_high_water",
+            "gauge",
+            self.buffered_bytes_high_water.load(Relaxed) as u64,
+        );
         s
     }
 }
@@ -124,7 +212,8 @@ pub async fn serve(
         let render = render.clone();
         tokio::spawn(async move {
             let mut req = [0u8; 1024];
-            let read = tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut req)).await;
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut req)).await;
             if !matches!(read, Ok(Ok(n)) if n > 0) {
                 return;
             }

@@ -51,7 +51,9 @@ pub fn policy_for(cfg: &LeasequeryConfig, peer: IpAddr) -> Policy {
         .max_by_key(|r| r.prefix.prefix_len());
     Policy {
         allowed,
-        query_types: specific.and_then(|r| r.query_types.as_ref()).map(|v| v.iter().copied().map(to_query_type).collect()),
+        query_types: specific
+            .and_then(|r| r.query_types.as_ref())
+            .map(|v| v.iter().copied().map(to_query_type).collect()),
         max_connections: specific
             .and_then(|r| r.max_connections)
             .unwrap_or(cfg.tcp.max_connections_per_requestor),

@@ -5,7 +5,9 @@
 use crate::policy::Policy;
 use crate::LinkMap;
 use lq6_proto::types::dhcp_time_to_unix;
-use lq6_proto::{code, ClientMessage, DhcpOption, Duid, MessageType, OptionsExt, QueryType, Status};
+use lq6_proto::{
+    code, ClientMessage, DhcpOption, Duid, MessageType, OptionsExt, QueryType, Status,
+};
 use std::net::Ipv6Addr;
 
 /// The transport a query arrived on: bulk-only query types need TCP.
@@ -19,12 +21,25 @@ pub enum Transport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// QUERY_BY_ADDRESS; `link` set when the query named a configured link.
-    Address { addr: Ipv6Addr, link: Option<String> },
+    Address {
+        addr: Ipv6Addr,
+        link: Option<String>,
+    },
     /// QUERY_BY_CLIENTID; `link` None means all links.
-    Client { duid: Vec<u8>, link: Option<String> },
-    RelayId { relay_id: Vec<u8>, link: Option<String> },
+    Client {
+        duid: Vec<u8>,
+        link: Option<String>,
+    },
+    RelayId {
+        relay_id: Vec<u8>,
+        link: Option<String>,
+    },
     Link(String),
-    RemoteId { enterprise: u32, id: Vec<u8>, link: Option<String> },
+    RemoteId {
+        enterprise: u32,
+        id: Vec<u8>,
+        link: Option<String>,
+    },
 }
 
 /// A query that passed validation.
@@ -58,7 +73,11 @@ pub enum Rejection {
     /// Drop without an answer (RFC 5007 §4.2.1).
     Discard(&'static str),
     /// Answer with this status and no data. `requestor` is echoed if known.
-    Status { status: Status, text: String, requestor: Option<Duid> },
+    Status {
+        status: Status,
+        text: String,
+        requestor: Option<Duid>,
+    },
 }
 
 fn refuse(status: Status, text: impl Into<String>, requestor: &Duid) -> Rejection {
@@ -95,7 +114,11 @@ pub fn parse(
         if sid != our_duid {
             return Err(match transport {
                 Transport::Udp => Rejection::Discard("SERVERID is another server's"),
-                Transport::Tcp => refuse(Status::NotAllowed, "SERVERID names another server", &requestor),
+                Transport::Tcp => refuse(
+                    Status::NotAllowed,
+                    "SERVERID names another server",
+                    &requestor,
+                ),
             });
         }
     }
@@ -109,14 +132,26 @@ pub fn parse(
         });
     };
     if let QueryType::Other(n) = q.query_type {
-        return Err(refuse(Status::UnknownQueryType, format!("query-type {n} is not supported"), &requestor));
+        return Err(refuse(
+            Status::UnknownQueryType,
+            format!("query-type {n} is not supported"),
+            &requestor,
+        ));
     }
     if transport == Transport::Udp && q.query_type.is_bulk_only() {
         // RFC 5460 §4: these types are only defined for Bulk Leasequery over TCP.
-        return Err(refuse(Status::NotAllowed, format!("{} needs TCP (RFC 5460)", q.query_type), &requestor));
+        return Err(refuse(
+            Status::NotAllowed,
+            format!("{} needs TCP (RFC 5460)", q.query_type),
+            &requestor,
+        ));
     }
     if !policy.allows_type(q.query_type) {
-        return Err(refuse(Status::NotAllowed, format!("{} is not allowed for this requestor", q.query_type), &requestor));
+        return Err(refuse(
+            Status::NotAllowed,
+            format!("{} is not allowed for this requestor", q.query_type),
+            &requestor,
+        ));
     }
 
     let qopts = q.options.as_slice();
@@ -140,11 +175,21 @@ pub fn parse(
         match links.link_for_address(link_addr) {
             Some(l) => Some(l),
             None => {
-                return Err(refuse(Status::NotConfigured, format!("link-address {link_addr} is not on a configured link"), &requestor));
+                return Err(refuse(
+                    Status::NotConfigured,
+                    format!("link-address {link_addr} is not on a configured link"),
+                    &requestor,
+                ));
             }
         }
     };
-    let missing = |what: &str| refuse(Status::MalformedQuery, format!("{} requires {what}", q.query_type), &requestor);
+    let missing = |what: &str| {
+        refuse(
+            Status::MalformedQuery,
+            format!("{} requires {what}", q.query_type),
+            &requestor,
+        )
+    };
     let target = match q.query_type {
         QueryType::ByAddress => {
             let addr = qopts
@@ -155,13 +200,20 @@ pub fn parse(
                 })
                 .ok_or_else(|| missing("an IAADDR"))?;
             if link.is_none() && links.link_for_address(addr).is_none() {
-                return Err(refuse(Status::NotConfigured, format!("{addr} is not in a configured link or pool"), &requestor));
+                return Err(refuse(
+                    Status::NotConfigured,
+                    format!("{addr} is not in a configured link or pool"),
+                    &requestor,
+                ));
             }
             Target::Address { addr, link }
         }
         QueryType::ByClientId => {
             let duid = qopts.client_id().ok_or_else(|| missing("a CLIENTID"))?;
-            Target::Client { duid: duid.as_bytes().to_vec(), link }
+            Target::Client {
+                duid: duid.as_bytes().to_vec(),
+                link,
+            }
         }
         QueryType::ByRelayId => {
             let relay_id = qopts
@@ -175,7 +227,13 @@ pub fn parse(
         }
         QueryType::ByLinkAddress => match link {
             Some(l) => Target::Link(l),
-            None => return Err(refuse(Status::NotConfigured, "QUERY_BY_LINK_ADDRESS needs a configured link-address", &requestor)),
+            None => {
+                return Err(refuse(
+                    Status::NotConfigured,
+                    "QUERY_BY_LINK_ADDRESS needs a configured link-address",
+                    &requestor,
+                ))
+            }
         },
         QueryType::ByRemoteId => {
             let (enterprise, id) = qopts
@@ -185,7 +243,11 @@ pub fn parse(
                     _ => None,
                 })
                 .ok_or_else(|| missing("a REMOTE_ID"))?;
-            Target::RemoteId { enterprise, id, link }
+            Target::RemoteId {
+                enterprise,
+                id,
+                link,
+            }
         }
         QueryType::Other(_) => unreachable_type(&requestor)?,
     };
@@ -201,5 +263,9 @@ pub fn parse(
 }
 
 fn unreachable_type(requestor: &Duid) -> Result<Target, Rejection> {
-    Err(refuse(Status::UnknownQueryType, "unknown query-type", requestor))
+    Err(refuse(
+        Status::UnknownQueryType,
+        "unknown query-type",
+        requestor,
+    ))
 }

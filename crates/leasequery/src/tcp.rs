@@ -33,7 +33,7 @@ use tokio_util::task::TaskTracker;
 
 /// Frames are handed to the writer in chunks of about this many octets:
 /// large enough to batch hundreds of 150-octet DATA messages per write().
-const CHUNK: usize = 64 * 1024;
+pub const CHUNK: usize = 64 * 1024;
 /// How long shutdown waits for connections to deliver their final DONE.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -59,7 +59,11 @@ struct Registry {
 }
 
 enum Admission {
-    Admitted { id: u64, state: Arc<ConnState>, cancel: CancellationToken },
+    Admitted {
+        id: u64,
+        state: Arc<ConnState>,
+        cancel: CancellationToken,
+    },
     Refused,
 }
 
@@ -70,7 +74,13 @@ impl Registry {
 
     /// Admits `peer`, making room by closing the connection that has been
     /// idle longest (no query in flight) when a limit is reached (§7.4).
-    fn admit(&self, peer: Ipv6Addr, max_total: usize, max_peer: usize, evicted: &AtomicU64) -> Admission {
+    fn admit(
+        &self,
+        peer: Ipv6Addr,
+        max_total: usize,
+        max_peer: usize,
+        evicted: &AtomicU64,
+    ) -> Admission {
         let Ok(mut conns) = self.conns.lock() else {
             return Admission::Refused;
         };
@@ -107,7 +117,14 @@ impl Registry {
             last_activity: AtomicU64::new(self.now_ms()),
         });
         let cancel = CancellationToken::new();
-        conns.insert(id, Entry { peer, state: state.clone(), cancel: cancel.clone() });
+        conns.insert(
+            id,
+            Entry {
+                peer,
+                state: state.clone(),
+                cancel: cancel.clone(),
+            },
+        );
         Admission::Admitted { id, state, cancel }
     }
 
@@ -118,7 +135,11 @@ impl Registry {
     }
 }
 
-pub(crate) async fn run(resp: Arc<Responder>, listeners: Vec<TcpListener>, shutdown: CancellationToken) -> std::io::Result<()> {
+pub(crate) async fn run(
+    resp: Arc<Responder>,
+    listeners: Vec<TcpListener>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let registry = Arc::new(Registry {
         epoch: Instant::now(),
         next_id: AtomicU64::new(1),
@@ -129,17 +150,32 @@ pub(crate) async fn run(resp: Arc<Responder>, listeners: Vec<TcpListener>, shutd
         if let Ok(a) = l.local_addr() {
             tracing::info!("bulk leasequery listening on tcp {a}");
         }
-        tracker.spawn(accept_loop(resp.clone(), l, registry.clone(), tracker.clone(), shutdown.clone()));
+        tracker.spawn(accept_loop(
+            resp.clone(),
+            l,
+            registry.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        ));
     }
     shutdown.cancelled().await;
     tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("bulk leasequery: connections still open after the shutdown grace period");
     }
     Ok(())
 }
 
-async fn accept_loop(resp: Arc<Responder>, l: TcpListener, registry: Arc<Registry>, tracker: TaskTracker, shutdown: CancellationToken) {
+async fn accept_loop(
+    resp: Arc<Responder>,
+    l: TcpListener,
+    registry: Arc<Registry>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
     let m = resp.metrics.clone();
     loop {
         let (stream, peer) = tokio::select! {
@@ -163,7 +199,12 @@ async fn accept_loop(resp: Arc<Responder>, l: TcpListener, registry: Arc<Registr
             continue;
         }
         let ip = policy::as_v6(peer.ip());
-        let (id, state, cancel) = match registry.admit(ip, resp.cfg.tcp.max_connections, pol.max_connections, &m.connections_evicted_idle) {
+        let (id, state, cancel) = match registry.admit(
+            ip,
+            resp.cfg.tcp.max_connections,
+            pol.max_connections,
+            &m.connections_evicted_idle,
+        ) {
             Admission::Admitted { id, state, cancel } => (id, state, cancel),
             Admission::Refused => {
                 m.connections_refused_limit.fetch_add(1, Relaxed);
@@ -175,9 +216,18 @@ async fn accept_loop(resp: Arc<Responder>, l: TcpListener, registry: Arc<Registr
         m.connections_accepted.fetch_add(1, Relaxed);
         m.connections_open.fetch_add(1, Relaxed);
         let _ = stream.set_nodelay(true);
-        let (resp, registry, shutdown, m) = (resp.clone(), registry.clone(), shutdown.clone(), m.clone());
+        let (resp, registry, shutdown, m) =
+            (resp.clone(), registry.clone(), shutdown.clone(), m.clone());
         tracker.spawn(async move {
-            let conn = Conn { resp, peer, policy: pol, state, cancel, shutdown, registry: registry.clone() };
+            let conn = Conn {
+                resp,
+                peer,
+                policy: pol,
+                state,
+                cancel,
+                shutdown,
+                registry: registry.clone(),
+            };
             conn.serve(stream).await;
             registry.remove(id);
             m.connections_open.fetch_sub(1, Relaxed);
@@ -205,7 +255,9 @@ enum End {
 
 impl Conn {
     fn touch(&self) {
-        self.state.last_activity.store(self.registry.now_ms(), Relaxed);
+        self.state
+            .last_activity
+            .store(self.registry.now_ms(), Relaxed);
     }
 
     async fn serve(self, stream: TcpStream) {
@@ -213,8 +265,18 @@ impl Conn {
         let timeout = Duration::from_secs(cfg.data_timeout_secs.max(1));
         let (rd, wr) = stream.into_split();
         let (tx, rx) = mpsc::channel::<Vec<u8>>((cfg.write_buffer_bytes / CHUNK).max(1));
-        let writer = tokio::spawn(write_loop(wr, rx, timeout, self.cancel.clone(), self.resp.clone()));
-        let out = Out { tx, resp: self.resp.clone(), cancel: self.cancel.clone() };
+        let writer = tokio::spawn(write_loop(
+            wr,
+            rx,
+            timeout,
+            self.cancel.clone(),
+            self.resp.clone(),
+        ));
+        let out = Out {
+            tx,
+            resp: self.resp.clone(),
+            cancel: self.cancel.clone(),
+        };
         let drain = CancellationToken::new();
         let slots = Arc::new(Semaphore::new(self.policy.max_queries));
         let xids = Arc::new(Mutex::new(HashSet::new()));
@@ -274,7 +336,9 @@ impl Conn {
                 }
                 // Only 14-17 may flow on a bulk connection (§5.2); 15-17 are
                 // the server's own messages and mean nothing from a requestor.
-                MessageType::LEASEQUERY_REPLY | MessageType::LEASEQUERY_DONE | MessageType::LEASEQUERY_DATA => continue,
+                MessageType::LEASEQUERY_REPLY
+                | MessageType::LEASEQUERY_DONE
+                | MessageType::LEASEQUERY_DATA => continue,
                 MessageType::ACTIVELEASEQUERY | MessageType::STARTTLS => {
                     // RFC 7653 §8.1 / §8.2: no Active Leasequery and no TLS on
                     // this listener: NotSupported or TLSConnectionRefused, then close.
@@ -283,9 +347,23 @@ impl Conn {
                     } else {
                         Status::NotSupported
                     };
-                    let requestor = lq6_proto::OptionsExt::client_id(msg.options.as_slice()).cloned();
-                    let typ = if st == Status::TlsConnectionRefused { MessageType::REPLY } else { MessageType::LEASEQUERY_REPLY };
-                    if encode_status(&mut buf, typ, msg.xid, st, &self.resp.server_duid, requestor.as_ref()).is_ok() {
+                    let requestor =
+                        lq6_proto::OptionsExt::client_id(msg.options.as_slice()).cloned();
+                    let typ = if st == Status::TlsConnectionRefused {
+                        MessageType::REPLY
+                    } else {
+                        MessageType::LEASEQUERY_REPLY
+                    };
+                    if encode_status(
+                        &mut buf,
+                        typ,
+                        msg.xid,
+                        st,
+                        &self.resp.server_duid,
+                        requestor.as_ref(),
+                    )
+                    .is_ok()
+                    {
                         let _ = out.send(&mut buf).await;
                     }
                     break End::Graceful;
@@ -303,7 +381,13 @@ impl Conn {
                 tracing::info!(peer = %self.peer, xid = msg.xid, "xid reused while its query is in flight; closing");
                 break End::Abort;
             }
-            match request::parse(&msg, Transport::Tcp, &self.resp.server_duid, self.resp.links.as_ref(), &self.policy) {
+            match request::parse(
+                &msg,
+                Transport::Tcp,
+                &self.resp.server_duid,
+                self.resp.links.as_ref(),
+                &self.policy,
+            ) {
                 Ok(req) => {
                     self.state.in_flight.fetch_add(1, Relaxed);
                     let q = Query {
@@ -313,7 +397,8 @@ impl Conn {
                         drain: drain.clone(),
                         peer: self.peer,
                     };
-                    let (state, xids, registry) = (self.state.clone(), xids.clone(), self.registry.clone());
+                    let (state, xids, registry) =
+                        (self.state.clone(), xids.clone(), self.registry.clone());
                     queries.spawn(async move {
                         let xid = req.xid;
                         q.run(req, permit).await;
@@ -329,14 +414,30 @@ impl Conn {
                         s.remove(&msg.xid);
                     }
                 }
-                Err(Rejection::Status { status, text, requestor }) => {
+                Err(Rejection::Status {
+                    status,
+                    text,
+                    requestor,
+                }) => {
                     let qt = msg.options.iter().find_map(|o| match o {
                         lq6_proto::DhcpOption::LqQuery(q) => Some(q.query_type),
                         _ => None,
                     });
-                    self.resp.metrics.query(true, qt.unwrap_or(lq6_proto::QueryType::Other(0)), status);
+                    self.resp.metrics.query(
+                        true,
+                        qt.unwrap_or(lq6_proto::QueryType::Other(0)),
+                        status,
+                    );
                     tracing::info!(peer = %self.peer, xid = msg.xid, %status, text, "bulk leasequery refused");
-                    if encode::refusal(&mut buf, msg.xid, status, &text, &self.resp.server_duid, requestor.as_ref()).is_ok()
+                    if encode::refusal(
+                        &mut buf,
+                        msg.xid,
+                        status,
+                        &text,
+                        &self.resp.server_duid,
+                        requestor.as_ref(),
+                    )
+                    .is_ok()
                         && out.send(&mut buf).await.is_err()
                     {
                         break End::Abort;
@@ -366,8 +467,11 @@ fn encode_status(
     requestor: Option<&lq6_proto::Duid>,
 ) -> Result<(), lq6_proto::EncodeError> {
     let mut m = lq6_proto::ClientMessage::new(typ, xid);
-    m.options.push(lq6_proto::DhcpOption::StatusCode(lq6_proto::StatusCode::new(st, "")));
-    m.options.push(lq6_proto::DhcpOption::ServerId(server.clone()));
+    m.options.push(lq6_proto::DhcpOption::StatusCode(
+        lq6_proto::StatusCode::new(st, ""),
+    ));
+    m.options
+        .push(lq6_proto::DhcpOption::ServerId(server.clone()));
     if let Some(r) = requestor {
         m.options.push(lq6_proto::DhcpOption::ClientId(r.clone()));
     }
@@ -405,7 +509,13 @@ impl Out {
     }
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>, timeout: Duration, cancel: CancellationToken, resp: Arc<Responder>) {
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    timeout: Duration,
+    cancel: CancellationToken,
+    resp: Arc<Responder>,
+) {
     let m = &resp.metrics;
     loop {
         let chunk = tokio::select! {
@@ -468,13 +578,28 @@ impl Query {
     /// Streams the answer; returns the bindings sent and the final status.
     async fn stream(&self, req: &Request, spec: &DataSpec) -> (u64, Status) {
         let r = &self.resp;
-        let head = ReplyHead { xid: req.xid, status: Status::Success, text: "", server: &r.server_duid, requestor: Some(&req.requestor) };
+        let head = ReplyHead {
+            xid: req.xid,
+            status: Status::Success,
+            text: "",
+            server: &r.server_duid,
+            requestor: Some(&req.requestor),
+        };
         let mut buf = Vec::with_capacity(CHUNK + 1024);
         let mut sent = 0u64;
         // Ends the query with `st`: a REPLY if nothing was sent, else a DONE.
         let finish = |buf: &mut Vec<u8>, sent: u64, st: Status, text: &str| {
             let res = if sent == 0 {
-                encode::reply(buf, &ReplyHead { status: st, text, ..head }, None, spec)
+                encode::reply(
+                    buf,
+                    &ReplyHead {
+                        status: st,
+                        text,
+                        ..head
+                    },
+                    None,
+                    spec,
+                )
             } else {
                 encode::done(buf, req.xid, st, text, spec)
             };
@@ -496,7 +621,11 @@ impl Query {
             }
         };
         let emit = |buf: &mut Vec<u8>, b: &lq6_store::Binding, sent: &mut u64| -> bool {
-            let res = if *sent == 0 { encode::reply(buf, &head, Some(b), spec) } else { encode::data(buf, req.xid, b, spec) };
+            let res = if *sent == 0 {
+                encode::reply(buf, &head, Some(b), spec)
+            } else {
+                encode::data(buf, req.xid, b, spec)
+            };
             match res {
                 Ok(()) => {
                     *sent += 1;
@@ -531,7 +660,12 @@ impl Query {
                     if self.shutdown.is_cancelled() {
                         pending.abort();
                         r.metrics.queries_terminated.fetch_add(1, Relaxed);
-                        finish(&mut buf, sent, Status::QueryTerminated, "server shutting down");
+                        finish(
+                            &mut buf,
+                            sent,
+                            Status::QueryTerminated,
+                            "server shutting down",
+                        );
                         let _ = self.out.send(&mut buf).await;
                         return (sent, Status::QueryTerminated);
                     }
@@ -566,7 +700,9 @@ impl Query {
                         let first = sent == 0;
                         emit(&mut buf, b, &mut sent);
                         // Send the REPLY at once (first-binding latency), then in chunks.
-                        if ((first && sent == 1) || buf.len() >= CHUNK) && self.out.send(&mut buf).await.is_err() {
+                        if ((first && sent == 1) || buf.len() >= CHUNK)
+                            && self.out.send(&mut buf).await.is_err()
+                        {
                             if more.is_some() {
                                 pending.abort();
                             }

@@ -15,15 +15,30 @@ use tokio::net::TcpStream;
 /// The most reply octets a connection may have queued: the write channel
 /// plus one chunk per query slot and one in flight at the writer.
 fn buffer_bound(cfg: &lq6_config::LeasequeryConfig) -> usize {
-    cfg.tcp.write_buffer_bytes + (cfg.tcp.max_queries_per_connection + 2) * (16 * 1024 + 2048)
+    use lq6_leasequery::tcp::CHUNK;
+    // A chunk is at most CHUNK plus one frame; the channel holds
+    // write_buffer_bytes / CHUNK of them, the writer one, each query slot one.
+    let chunks =
+        (cfg.tcp.write_buffer_bytes / CHUNK).max(1) + 1 + cfg.tcp.max_queries_per_connection;
+    chunks * (CHUNK + 2048)
 }
 
 async fn legit_is_served(s: &Server) {
     let mut c = Client::connect(s.addr).await;
-    c.send(&query(0xbeef, QueryType::ByRelayId, Ipv6Addr::UNSPECIFIED, vec![DhcpOption::RelayId(relay_id(2))])).await;
+    c.send(&query(
+        0xbeef,
+        QueryType::ByRelayId,
+        Ipv6Addr::UNSPECIFIED,
+        vec![DhcpOption::RelayId(relay_id(2))],
+    ))
+    .await;
     let ans = c.answer().await;
     assert_eq!(ans.status(), Status::Success);
-    assert_eq!(ans.client_data().len(), 3, "the legitimate requestor got its bindings");
+    assert_eq!(
+        ans.client_data().len(),
+        3,
+        "the legitimate requestor got its bindings"
+    );
 }
 
 /// Waits until the server closes `s`; returns how long that took.
@@ -48,9 +63,16 @@ async fn silent_half_frame_and_bare_size_prefix_close_within_timeout() {
     let mut bare = TcpStream::connect(s.addr).await.unwrap();
     bare.write_all(&[0x01, 0x00]).await.unwrap();
     legit_is_served(&s).await;
-    for (name, c) in [("silent", silent), ("half frame", half), ("size prefix only", bare)] {
+    for (name, c) in [
+        ("silent", silent),
+        ("half frame", half),
+        ("size prefix only", bare),
+    ] {
         let d = closed_after(c).await;
-        assert!(d <= Duration::from_millis(2500), "{name} closed after {d:?}, timeout is 1 s");
+        assert!(
+            d <= Duration::from_millis(2500),
+            "{name} closed after {d:?}, timeout is 1 s"
+        );
     }
     assert!(s.responder.metrics().timeouts_idle.load(Relaxed) >= 3);
 }
@@ -63,7 +85,11 @@ async fn garbage_and_oversized_frames_close_at_once() {
     let s = start(cfg, &[("lan1", 2, 3)]).await;
     // A framed relay message (not allowed on TCP), random octets, and a frame above max_frame.
     let cases: Vec<Vec<u8>> = vec![
-        { let mut v = vec![0, 34, 12]; v.extend([0u8; 33]); v },
+        {
+            let mut v = vec![0, 34, 12];
+            v.extend([0u8; 33]);
+            v
+        },
         vec![0, 6, 0xff, 0xfe, 0xfd, 0xfc, 0xfb, 0xfa],
         vec![0, 8, 14, 0, 0, 1, 0, 1, 0, 9], // option runs past the message
         vec![0x20, 0x00],
@@ -72,7 +98,10 @@ async fn garbage_and_oversized_frames_close_at_once() {
         let mut c = TcpStream::connect(s.addr).await.unwrap();
         c.write_all(&bytes).await.unwrap();
         let d = closed_after(c).await;
-        assert!(d < Duration::from_secs(2), "garbage {bytes:02x?} kept open {d:?}");
+        assert!(
+            d < Duration::from_secs(2),
+            "garbage {bytes:02x?} kept open {d:?}"
+        );
     }
     assert!(s.responder.metrics().protocol_errors.load(Relaxed) >= 4);
     legit_is_served(&s).await;
@@ -100,7 +129,10 @@ async fn idle_connections_cannot_lock_out_requestors() {
     }
     legit_is_served(&s).await;
     let m = s.responder.metrics();
-    assert!(m.connections_open.load(Relaxed) <= 10, "BULK_LQ_MAX_CONNS respected");
+    assert!(
+        m.connections_open.load(Relaxed) <= 10,
+        "BULK_LQ_MAX_CONNS respected"
+    );
     assert!(m.connections_evicted_idle.load(Relaxed) >= 1000);
 }
 
@@ -114,14 +146,29 @@ async fn busy_connections_are_kept_and_the_newcomer_is_refused() {
     let mut busy = Vec::new();
     for xid in 1..=2 {
         let mut c = Client::connect(s.addr).await;
-        c.send(&query(xid, QueryType::ByRelayId, Ipv6Addr::UNSPECIFIED, vec![DhcpOption::RelayId(relay_id(1))])).await;
-        assert_eq!(c.recv().await.unwrap().msg_type, MessageType::LEASEQUERY_REPLY);
+        c.send(&query(
+            xid,
+            QueryType::ByRelayId,
+            Ipv6Addr::UNSPECIFIED,
+            vec![DhcpOption::RelayId(relay_id(1))],
+        ))
+        .await;
+        assert_eq!(
+            c.recv().await.unwrap().msg_type,
+            MessageType::LEASEQUERY_REPLY
+        );
         busy.push(c);
     }
     let newcomer = TcpStream::connect(s.addr).await.unwrap();
     let d = closed_after(newcomer).await;
     assert!(d < Duration::from_secs(2));
-    assert!(s.responder.metrics().connections_refused_limit.load(Relaxed) >= 1);
+    assert!(
+        s.responder
+            .metrics()
+            .connections_refused_limit
+            .load(Relaxed)
+            >= 1
+    );
     // The busy ones still stream to the end.
     for c in &mut busy {
         let mut n = 1;
@@ -150,7 +197,12 @@ async fn ten_thousand_pipelined_queries_are_read_only_as_slots_free() {
     let sent2 = sent.clone();
     let writer = tokio::spawn(async move {
         for xid in 1..=10_000u32 {
-            let q = query(xid, QueryType::ByRelayId, Ipv6Addr::UNSPECIFIED, vec![DhcpOption::RelayId(relay_id(1))]);
+            let q = query(
+                xid,
+                QueryType::ByRelayId,
+                Ipv6Addr::UNSPECIFIED,
+                vec![DhcpOption::RelayId(relay_id(1))],
+            );
             let mut buf = Vec::new();
             write_framed(&mut buf, |b| q.encode(b)).unwrap();
             if wr.write_all(&buf).await.is_err() {
@@ -166,8 +218,14 @@ async fn ten_thousand_pipelined_queries_are_read_only_as_slots_free() {
     // that the server read no more queries than it had slots for (§7.3).
     let read = m.queries_read.load(Relaxed);
     let finished = m.queries(true, QueryType::ByRelayId, Status::Success);
-    assert!(read < 10_000, "all 10,000 queries were read without the requestor reading");
-    assert!(read - finished <= 4, "read {read} queries but finished only {finished}: more than the 4 slots");
+    assert!(
+        read < 10_000,
+        "all 10,000 queries were read without the requestor reading"
+    );
+    assert!(
+        read - finished <= 4,
+        "read {read} queries but finished only {finished}: more than the 4 slots"
+    );
     let stalled_at = read;
     let high = m.buffered_bytes_high_water.load(Relaxed);
     assert!(high <= bound, "buffered {high} > bound {bound}");
@@ -176,17 +234,25 @@ async fn ten_thousand_pipelined_queries_are_read_only_as_slots_free() {
     legit_is_served(&s).await;
     // Reading again lets the pipeline move: complete answers keep arriving.
     use futures::StreamExt;
-    let mut framed = tokio_util::codec::FramedRead::new(&mut rd, lq6_proto::framing::LqFrameCodec::default());
+    let mut framed =
+        tokio_util::codec::FramedRead::new(&mut rd, lq6_proto::framing::LqFrameCodec::default());
     let mut done = 0u32;
     while done < 200 {
-        let f = tokio::time::timeout(Duration::from_secs(20), framed.next()).await.unwrap().unwrap().unwrap();
+        let f = tokio::time::timeout(Duration::from_secs(20), framed.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if let Message::Client(c) = Message::decode(&f).unwrap() {
             if c.msg_type == MessageType::LEASEQUERY_DONE {
                 done += 1;
             }
         }
     }
-    assert!(m.queries_read.load(Relaxed) > stalled_at, "the server resumed reading queries");
+    assert!(
+        m.queries_read.load(Relaxed) > stalled_at,
+        "the server resumed reading queries"
+    );
     assert!(sent.load(Relaxed) > 0);
     assert!(m.buffered_bytes_high_water.load(Relaxed) <= bound);
     writer.abort();
@@ -195,15 +261,29 @@ async fn ten_thousand_pipelined_queries_are_read_only_as_slots_free() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requestor_that_never_reads_a_huge_answer() {
     // 1,000,000 bindings in the release suite (CI); 100,000 in a debug build.
-    let n: u32 = if cfg!(debug_assertions) { 100_000 } else { 1_000_000 };
+    let n: u32 = if cfg!(debug_assertions) {
+        100_000
+    } else {
+        1_000_000
+    };
     let mut cfg = test_config();
     cfg.tcp.data_timeout_secs = 3;
     let bound = buffer_bound(&cfg);
     let s = start(cfg, &[("lan1", 1, n), ("lan1", 2, 3)]).await;
     let rss0 = rss_kib();
     let mut stuck = Client::connect(s.addr).await;
-    stuck.send(&query(1, QueryType::ByRelayId, Ipv6Addr::UNSPECIFIED, vec![DhcpOption::RelayId(relay_id(1))])).await;
-    assert_eq!(stuck.recv().await.unwrap().msg_type, MessageType::LEASEQUERY_REPLY);
+    stuck
+        .send(&query(
+            1,
+            QueryType::ByRelayId,
+            Ipv6Addr::UNSPECIFIED,
+            vec![DhcpOption::RelayId(relay_id(1))],
+        ))
+        .await;
+    assert_eq!(
+        stuck.recv().await.unwrap().msg_type,
+        MessageType::LEASEQUERY_REPLY
+    );
     let t = Instant::now();
     // Stop reading; meanwhile another requestor is served.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -212,10 +292,16 @@ async fn requestor_that_never_reads_a_huge_answer() {
     let high = m.buffered_bytes_high_water.load(Relaxed);
     assert!(high <= bound, "buffered {high} octets > bound {bound}");
     let grew = rss_kib().saturating_sub(rss0);
-    assert!(grew < 32 * 1024, "resident memory grew {grew} KiB while the requestor stalled");
+    assert!(
+        grew < 32 * 1024,
+        "resident memory grew {grew} KiB while the requestor stalled"
+    );
     // The blocked write hits BULK_LQ_DATA_TIMEOUT (3 s) and the connection closes.
     while m.timeouts_write.load(Relaxed) == 0 {
-        assert!(t.elapsed() < Duration::from_secs(8), "blocked writer not closed after its timeout");
+        assert!(
+            t.elapsed() < Duration::from_secs(8),
+            "blocked writer not closed after its timeout"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut waited = Duration::ZERO;
@@ -232,12 +318,29 @@ async fn non_permitted_peers_are_closed_without_data() {
     cfg.allow = vec!["2001:db8::/32".parse().unwrap()];
     let s = start(cfg, &[("lan1", 2, 3)]).await;
     let mut c = TcpStream::connect(s.addr).await.unwrap();
-    let q = query(1, QueryType::ByRelayId, Ipv6Addr::UNSPECIFIED, vec![DhcpOption::RelayId(relay_id(2))]);
+    let q = query(
+        1,
+        QueryType::ByRelayId,
+        Ipv6Addr::UNSPECIFIED,
+        vec![DhcpOption::RelayId(relay_id(2))],
+    );
     let mut buf = Vec::new();
     write_framed(&mut buf, |b| q.encode(b)).unwrap();
     let _ = c.write_all(&buf).await;
     let mut got = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await.expect("closed");
-    assert!(got.is_empty(), "a non-permitted peer saw {} octets", got.len());
-    assert_eq!(s.responder.metrics().connections_refused_not_allowed.load(Relaxed), 1);
+    let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got))
+        .await
+        .expect("closed");
+    assert!(
+        got.is_empty(),
+        "a non-permitted peer saw {} octets",
+        got.len()
+    );
+    assert_eq!(
+        s.responder
+            .metrics()
+            .connections_refused_not_allowed
+            .load(Relaxed),
+        1
+    );
 }

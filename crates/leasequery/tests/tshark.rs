@@ -1,9 +1,9 @@
 //! tshark decodes a real Bulk Leasequery exchange with the responder
 //! (REPLY, DATA..., DONE) with the expected values and nothing malformed.
 
+mod support;
 #[path = "../../proto/tests/support/tshark.rs"]
 mod tshark;
-mod support;
 
 use lq6_proto::*;
 use std::net::Ipv6Addr;
@@ -16,13 +16,28 @@ async fn tshark_decodes_a_captured_bulk_exchange() {
     }
     let s = start(test_config(), &[("lan1", 1, 5)]).await;
     let port = s.addr.port();
-    let cap = tokio::task::spawn_blocking(move || tshark::Capture::start("bulk", &format!("tcp port {port}"))).await.unwrap();
+    let cap = tokio::task::spawn_blocking(move || {
+        tshark::Capture::start("bulk", &format!("tcp port {port}"))
+    })
+    .await
+    .unwrap();
     let mut c = Client::connect(s.addr).await;
-    c.send(&query(0x0a0b0c, QueryType::ByRelayId, Ipv6Addr::UNSPECIFIED, vec![DhcpOption::RelayId(relay_id(1)), DhcpOption::Oro(vec![code::LQ_RELAY_DATA])])).await;
+    c.send(&query(
+        0x0a0b0c,
+        QueryType::ByRelayId,
+        Ipv6Addr::UNSPECIFIED,
+        vec![
+            DhcpOption::RelayId(relay_id(1)),
+            DhcpOption::Oro(vec![code::LQ_RELAY_DATA]),
+        ],
+    ))
+    .await;
     let ans = c.answer().await;
     assert_eq!(ans.client_data().len(), 5);
     drop(c);
-    let pcap = tokio::task::spawn_blocking(move || cap.stop()).await.unwrap();
+    let pcap = tokio::task::spawn_blocking(move || cap.stop())
+        .await
+        .unwrap();
     let decode_as = vec![format!("tcp.port=={port},dhcpv6.bulk_leasequery")];
     let rows = tshark::fields(
         &pcap,
@@ -40,23 +55,38 @@ async fn tshark_decodes_a_captured_bulk_exchange() {
             "dhcpv6.duid.bytes",
         ],
     );
-    assert_eq!(tshark::column(&rows, 0), ["14", "15", "17", "17", "17", "17", "16"], "{rows:?}");
-    assert!(tshark::column(&rows, 1).iter().all(|x| x == &(0x0b0c).to_string()));
+    assert_eq!(
+        tshark::column(&rows, 0),
+        ["14", "15", "17", "17", "17", "17", "16"],
+        "{rows:?}"
+    );
+    assert!(tshark::column(&rows, 1)
+        .iter()
+        .all(|x| x == &(0x0b0c).to_string()));
     assert_eq!(tshark::column(&rows, 2), ["3"]);
     assert_eq!(tshark::column(&rows, 3), vec!["56"; 5]);
-    let mut expect_prefixes: Vec<String> = (0..5u16).map(|i| Ipv6Addr::new(0x2001, 0xdb8, 0x100, i << 8, 0, 0, 0, 0).to_string()).collect();
+    let mut expect_prefixes: Vec<String> = (0..5u16)
+        .map(|i| Ipv6Addr::new(0x2001, 0xdb8, 0x100, i << 8, 0, 0, 0, 0).to_string())
+        .collect();
     expect_prefixes.sort();
     let mut got = tshark::column(&rows, 4);
     got.sort();
     assert_eq!(got, expect_prefixes);
-    assert!(tshark::column(&rows, 5).iter().all(|t| (100..=105).contains(&t.parse::<u32>().unwrap())));
+    assert!(tshark::column(&rows, 5)
+        .iter()
+        .all(|t| (100..=105).contains(&t.parse::<u32>().unwrap())));
     assert_eq!(tshark::column(&rows, 6), vec!["2001:db8:ffff::2"; 5]);
     // Status in the REPLY and in the DONE: Success.
     assert_eq!(tshark::column(&rows, 7), ["0", "0"]);
     let duids = tshark::column(&rows, 8);
     assert!(duids.contains(&hex::encode(server_duid().as_bytes())));
     assert!(duids.contains(&hex::encode(client_duid(0).as_bytes())));
-    let bad = tshark::fields(&pcap, &decode_as, "_ws.malformed || _ws.expert.severity == error", &["frame.number", "_ws.col.Info"]);
+    let bad = tshark::fields(
+        &pcap,
+        &decode_as,
+        "_ws.malformed || _ws.expert.severity == error",
+        &["frame.number", "_ws.col.Info"],
+    );
     assert!(bad.is_empty(), "tshark flagged: {bad:?}");
     let _ = std::fs::remove_file(pcap);
 }

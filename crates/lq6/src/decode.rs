@@ -17,7 +17,12 @@ pub struct DecodeArgs {
 }
 
 pub fn run(a: DecodeArgs) -> anyhow::Result<ExitCode> {
-    let text: String = a.hex.concat().chars().filter(|c| !c.is_whitespace() && *c != ':').collect();
+    let text: String = a
+        .hex
+        .concat()
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != ':')
+        .collect();
     let mut bytes = parse_hex(&text).context("input is not hex")?;
     if a.tcp {
         if bytes.len() < 2 {
@@ -25,7 +30,10 @@ pub fn run(a: DecodeArgs) -> anyhow::Result<ExitCode> {
         }
         let size = u16::from_be_bytes([bytes[0], bytes[1]]) as usize;
         if size != bytes.len() - 2 {
-            bail!("message-size says {size} octets but {} follow", bytes.len() - 2);
+            bail!(
+                "message-size says {size} octets but {} follow",
+                bytes.len() - 2
+            );
         }
         bytes.drain(..2);
     }

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "lq6", version, about = "DHCPv6 server with Leasequery (RFC 5007), Bulk Leasequery (RFC 5460) and Active Leasequery (RFC 7653)")]
+#[command(
+    name = "lq6",
+    version,
+    about = "DHCPv6 server with Leasequery (RFC 5007), Bulk Leasequery (RFC 5460) and Active Leasequery (RFC 7653)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -40,7 +44,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("lq6: cannot start the async runtime: {e}");

@@ -37,7 +37,10 @@ fn lq_data() -> Message {
                     options: vec![
                         DhcpOption::InterfaceId(vec![0, 0, 0, 5]),
                         DhcpOption::RelayId(Duid::en(2495, &[10, 11, 12, 13])),
-                        DhcpOption::RemoteId(RemoteId { enterprise: 9, id: vec![1, 2, 3, 4] }),
+                        DhcpOption::RemoteId(RemoteId {
+                            enterprise: 9,
+                            id: vec![1, 2, 3, 4],
+                        }),
                     ],
                 })),
             }),
@@ -60,8 +63,18 @@ fn relayed_solicit() -> Vec<u8> {
                     DhcpOption::ClientId(Duid::ll(1, &[2, 0, 0, 0, 0xaa, 1])),
                     DhcpOption::ElapsedTime(0),
                     DhcpOption::RapidCommit,
-                    DhcpOption::IaNa(Ia { iaid: 1, t1: 0, t2: 0, options: vec![] }),
-                    DhcpOption::IaPd(Ia { iaid: 2, t1: 0, t2: 0, options: vec![] }),
+                    DhcpOption::IaNa(Ia {
+                        iaid: 1,
+                        t1: 0,
+                        t2: 0,
+                        options: vec![],
+                    }),
+                    DhcpOption::IaPd(Ia {
+                        iaid: 2,
+                        t1: 0,
+                        t2: 0,
+                        options: vec![],
+                    }),
                 ],
             }))),
         ],
@@ -86,7 +99,10 @@ fn measure(iters: u32, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let iters = std::env::var("LQ6_BENCH_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(200_000);
+    let iters = std::env::var("LQ6_BENCH_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200_000);
     let data = lq_data();
     let wire = data.to_vec().unwrap();
     let mut buf = Vec::with_capacity(4096);
@@ -118,10 +134,34 @@ fn main() {
     });
     println!("| operation | octets | ns/op | target | x baseline |");
     println!("|---|---:|---:|---:|---:|");
-    println!("| baseline: copy {} octets into a reused Vec | {} | {base_enc:.1} | | 1.0 |", wire.len(), wire.len());
-    println!("| encode LEASEQUERY-DATA (CLIENT_DATA + LQ_RELAY_DATA) | {} | {enc:.1} | <= 200 | {:.1} |", wire.len(), enc / base_enc);
-    println!("| encode the same, TCP-framed | {} | {framed:.1} | | {:.1} |", wire.len() + 2, framed / base_enc);
-    println!("| baseline: copy {} octets into a new Vec | {} | {base_dec:.1} | | 1.0 |", sol.len(), sol.len());
-    println!("| decode RELAY-FORW(SOLICIT IA_NA IA_PD RAPID_COMMIT) | {} | {dec:.1} | <= 500 | {:.1} |", sol.len(), dec / base_dec);
-    println!("| decode LEASEQUERY-DATA | {} | {dec_data:.1} | | {:.1} |", wire.len(), dec_data / base_dec);
+    println!(
+        "| baseline: copy {} octets into a reused Vec | {} | {base_enc:.1} | | 1.0 |",
+        wire.len(),
+        wire.len()
+    );
+    println!(
+        "| encode LEASEQUERY-DATA (CLIENT_DATA + LQ_RELAY_DATA) | {} | {enc:.1} | <= 200 | {:.1} |",
+        wire.len(),
+        enc / base_enc
+    );
+    println!(
+        "| encode the same, TCP-framed | {} | {framed:.1} | | {:.1} |",
+        wire.len() + 2,
+        framed / base_enc
+    );
+    println!(
+        "| baseline: copy {} octets into a new Vec | {} | {base_dec:.1} | | 1.0 |",
+        sol.len(),
+        sol.len()
+    );
+    println!(
+        "| decode RELAY-FORW(SOLICIT IA_NA IA_PD RAPID_COMMIT) | {} | {dec:.1} | <= 500 | {:.1} |",
+        sol.len(),
+        dec / base_dec
+    );
+    println!(
+        "| decode LEASEQUERY-DATA | {} | {dec_data:.1} | | {:.1} |",
+        wire.len(),
+        dec_data / base_dec
+    );
 }

@@ -12,14 +12,27 @@ pub struct Duid(Vec<u8>);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DuidKind<'a> {
     /// DUID-LLT: hardware type, time (seconds since 2000-01-01), link-layer address.
-    Llt { hw_type: u16, time: u32, ll: &'a [u8] },
+    Llt {
+        hw_type: u16,
+        time: u32,
+        ll: &'a [u8],
+    },
     /// DUID-EN: enterprise number and identifier.
-    En { enterprise: u32, id: &'a [u8] },
+    En {
+        enterprise: u32,
+        id: &'a [u8],
+    },
     /// DUID-LL: hardware type and link-layer address.
-    Ll { hw_type: u16, ll: &'a [u8] },
+    Ll {
+        hw_type: u16,
+        ll: &'a [u8],
+    },
     /// DUID-UUID (RFC 6355).
     Uuid(&'a [u8; 16]),
-    Unknown { duid_type: u16, data: &'a [u8] },
+    Unknown {
+        duid_type: u16,
+        data: &'a [u8],
+    },
 }
 
 pub const DUID_MIN_LEN: usize = 3;
@@ -36,7 +49,9 @@ impl Duid {
     /// Wraps raw DUID octets, checking only the length bounds.
     pub fn from_bytes(b: impl Into<Vec<u8>>) -> Option<Duid> {
         let v = b.into();
-        (DUID_MIN_LEN..=DUID_MAX_LEN).contains(&v.len()).then_some(Duid(v))
+        (DUID_MIN_LEN..=DUID_MAX_LEN)
+            .contains(&v.len())
+            .then_some(Duid(v))
     }
 
     pub(crate) fn from_vec_unchecked(v: Vec<u8>) -> Duid {
@@ -179,13 +194,21 @@ impl FromStr for Duid {
         };
         let typed = |prefix: &str| s.strip_prefix(prefix);
         let v = if let Some(rest) = typed("ll:") {
-            let (hw, mac) = rest.split_once(':').ok_or_else(|| err("expected ll:HWTYPE:MAC"))?;
+            let (hw, mac) = rest
+                .split_once(':')
+                .ok_or_else(|| err("expected ll:HWTYPE:MAC"))?;
             let hw: u16 = hw.parse().map_err(|_| err("bad hardware type"))?;
             Duid::ll(hw, &parse_hex(mac).ok_or_else(|| err("bad MAC"))?).0
         } else if let Some(rest) = typed("en:") {
-            let (pen, id) = rest.split_once(':').ok_or_else(|| err("expected en:PEN:HEX"))?;
+            let (pen, id) = rest
+                .split_once(':')
+                .ok_or_else(|| err("expected en:PEN:HEX"))?;
             let pen: u32 = pen.parse().map_err(|_| err("bad enterprise number"))?;
-            Duid::en(pen, &parse_hex(id).ok_or_else(|| err("bad identifier hex"))?).0
+            Duid::en(
+                pen,
+                &parse_hex(id).ok_or_else(|| err("bad identifier hex"))?,
+            )
+            .0
         } else if let Some(rest) = typed("llt:") {
             let mut it = rest.splitn(3, ':');
             let (Some(hw), Some(t), Some(mac)) = (it.next(), it.next(), it.next()) else {
@@ -209,7 +232,13 @@ mod tests {
     fn textual_forms() {
         let d: Duid = "00:03:00:01:02:00:00:00:00:01".parse().unwrap();
         assert_eq!(d, Duid::ll(1, &[2, 0, 0, 0, 0, 1]));
-        assert_eq!("000300010200000000 01".replace(' ', "").parse::<Duid>().unwrap(), d);
+        assert_eq!(
+            "000300010200000000 01"
+                .replace(' ', "")
+                .parse::<Duid>()
+                .unwrap(),
+            d
+        );
         assert_eq!("ll:1:02:00:00:00:00:01".parse::<Duid>().unwrap(), d);
         assert_eq!(d.describe(), "DUID-LL hw 1 02:00:00:00:00:01");
         let en: Duid = "en:2495:0a0b0c0d".parse().unwrap();

@@ -32,7 +32,10 @@ pub enum Message {
     Client(ClientMessage),
     Relay(RelayMessage),
     /// A msg-type we do not know; `body` is everything after the type octet.
-    Unknown { msg_type: u8, body: Vec<u8> },
+    Unknown {
+        msg_type: u8,
+        body: Vec<u8>,
+    },
 }
 
 impl Message {
@@ -197,9 +200,9 @@ impl RelayMessage {
             .iter()
             .filter_map(|o| match o {
                 DhcpOption::RelayMsg(m) => match m.as_ref() {
-                    Message::Relay(inner) => Some(DhcpOption::RelayMsg(Box::new(
-                        Message::Relay(inner.without_client_message()),
-                    ))),
+                    Message::Relay(inner) => Some(DhcpOption::RelayMsg(Box::new(Message::Relay(
+                        inner.without_client_message(),
+                    )))),
                     _ => None,
                 },
                 o => Some(o.clone()),

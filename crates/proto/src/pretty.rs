@@ -83,7 +83,10 @@ fn write_option(s: &mut String, o: &DhcpOption, d: usize) -> fmt::Result {
             write_options(s, &p.options, d + 1)
         }
         O::Oro(v) => {
-            let names: Vec<String> = v.iter().map(|c| format!("{}({c})", code::name(*c))).collect();
+            let names: Vec<String> = v
+                .iter()
+                .map(|c| format!("{}({c})", code::name(*c)))
+                .collect();
             writeln!(s, " {}", names.join(" "))
         }
         O::Preference(v) => writeln!(s, " {v}"),
@@ -93,7 +96,13 @@ fn write_option(s: &mut String, o: &DhcpOption, d: usize) -> fmt::Result {
             write_message(s, m, d + 1)
         }
         O::Unicast(a) => writeln!(s, " {a}"),
-        O::StatusCode(st) => writeln!(s, " {} ({}) {:?}", st.status, st.status.to_u16(), st.message),
+        O::StatusCode(st) => writeln!(
+            s,
+            " {} ({}) {:?}",
+            st.status,
+            st.status.to_u16(),
+            st.message
+        ),
         O::RapidCommit => writeln!(s),
         O::InterfaceId(b) | O::SubscriberId(b) => writeln!(s, " {}", colon_hex(b)),
         O::DnsServers(v) | O::LqClientLink(v) => {

@@ -14,7 +14,11 @@ pub(crate) struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0, base: 0 }
+        Reader {
+            buf,
+            pos: 0,
+            base: 0,
+        }
     }
 
     pub(crate) fn offset(&self) -> usize {
@@ -30,7 +34,10 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn err(&self, kind: DecodeErrorKind) -> DecodeError {
-        DecodeError { offset: self.offset(), kind }
+        DecodeError {
+            offset: self.offset(),
+            kind,
+        }
     }
 
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {

@@ -37,7 +37,13 @@ fn frames_split_and_joined() {
 fn oversized_and_undersized_frames_are_errors() {
     let mut c = LqFrameCodec::new(100);
     let mut rx = BytesMut::from(&[0x01u8, 0x00][..]); // 256 > 100
-    assert!(matches!(c.decode(&mut rx), Err(FramingError::TooLarge { size: 256, max: 100 })));
+    assert!(matches!(
+        c.decode(&mut rx),
+        Err(FramingError::TooLarge {
+            size: 256,
+            max: 100
+        })
+    ));
     let mut rx = BytesMut::from(&[0u8, 3, 16, 0, 0][..]);
     assert!(matches!(c.decode(&mut rx), Err(FramingError::TooShort(3))));
     // A size prefix with no data reserves at most one bounded frame.

@@ -32,7 +32,8 @@ fn leaf() -> impl Strategy<Value = DhcpOption> {
         any::<u8>().prop_map(O::Preference),
         any::<u16>().prop_map(O::ElapsedTime),
         addr().prop_map(O::Unicast),
-        (any::<u16>(), ".{0,12}").prop_map(|(c, m)| O::StatusCode(StatusCode::new(Status::from_u16(c), m))),
+        (any::<u16>(), ".{0,12}")
+            .prop_map(|(c, m)| O::StatusCode(StatusCode::new(Status::from_u16(c), m))),
         Just(O::RapidCommit),
         prop::collection::vec(any::<u8>(), 0..8).prop_map(O::InterfaceId),
         prop::collection::vec(addr(), 0..3).prop_map(O::DnsServers),
@@ -49,7 +50,10 @@ fn leaf() -> impl Strategy<Value = DhcpOption> {
         any::<u32>().prop_map(O::LqStartTime),
         any::<u32>().prop_map(O::LqEndTime),
         any::<u16>().prop_map(O::RelayPort),
-        (any::<u16>().prop_filter("untyped code", |c| !is_typed(*c)), prop::collection::vec(any::<u8>(), 0..10))
+        (
+            any::<u16>().prop_filter("untyped code", |c| !is_typed(*c)),
+            prop::collection::vec(any::<u8>(), 0..10)
+        )
             .prop_map(|(code, data)| O::Unknown { code, data }),
     ]
 }
@@ -58,12 +62,25 @@ fn client_type() -> impl Strategy<Value = MessageType> {
     prop_oneof![1u8..=11, 14u8..=37].prop_map(MessageType)
 }
 
-fn message_with(opts: impl Strategy<Value = Vec<DhcpOption>> + Clone) -> impl Strategy<Value = Message> {
+fn message_with(
+    opts: impl Strategy<Value = Vec<DhcpOption>> + Clone,
+) -> impl Strategy<Value = Message> {
     prop_oneof![
-        (client_type(), 0u32..0x0100_0000, opts.clone())
-            .prop_map(|(msg_type, xid, options)| Message::Client(ClientMessage { msg_type, xid, options })),
-        (prop_oneof![Just(12u8), Just(13u8)], any::<u8>(), addr(), addr(), opts).prop_map(
-            |(t, hop_count, link_address, peer_address, options)| {
+        (client_type(), 0u32..0x0100_0000, opts.clone()).prop_map(|(msg_type, xid, options)| {
+            Message::Client(ClientMessage {
+                msg_type,
+                xid,
+                options,
+            })
+        }),
+        (
+            prop_oneof![Just(12u8), Just(13u8)],
+            any::<u8>(),
+            addr(),
+            addr(),
+            opts
+        )
+            .prop_map(|(t, hop_count, link_address, peer_address, options)| {
                 Message::Relay(RelayMessage {
                     msg_type: MessageType(t),
                     hop_count,
@@ -71,9 +88,11 @@ fn message_with(opts: impl Strategy<Value = Vec<DhcpOption>> + Clone) -> impl St
                     peer_address,
                     options,
                 })
-            }
-        ),
-        (prop_oneof![Just(0u8), 38u8..=255], prop::collection::vec(any::<u8>(), 0..16))
+            }),
+        (
+            prop_oneof![Just(0u8), 38u8..=255],
+            prop::collection::vec(any::<u8>(), 0..16)
+        )
             .prop_map(|(msg_type, body)| Message::Unknown { msg_type, body }),
     ]
 }
@@ -83,26 +102,60 @@ fn option() -> impl Strategy<Value = DhcpOption> + Clone {
     leaf().prop_recursive(4, 48, 4, |inner| {
         let opts = prop::collection::vec(inner, 0..4);
         prop_oneof![
-            (any::<u32>(), any::<u32>(), any::<u32>(), opts.clone())
-                .prop_map(|(iaid, t1, t2, options)| O::IaNa(Ia { iaid, t1, t2, options })),
-            (any::<u32>(), any::<u32>(), any::<u32>(), opts.clone())
-                .prop_map(|(iaid, t1, t2, options)| O::IaPd(Ia { iaid, t1, t2, options })),
-            (any::<u32>(), opts.clone()).prop_map(|(iaid, options)| O::IaTa(IaTa { iaid, options })),
-            (addr(), any::<u32>(), any::<u32>(), opts.clone()).prop_map(|(addr, preferred, valid, options)| {
-                O::IaAddr(IaAddr { addr, preferred, valid, options })
-            }),
+            (any::<u32>(), any::<u32>(), any::<u32>(), opts.clone()).prop_map(
+                |(iaid, t1, t2, options)| O::IaNa(Ia {
+                    iaid,
+                    t1,
+                    t2,
+                    options
+                })
+            ),
+            (any::<u32>(), any::<u32>(), any::<u32>(), opts.clone()).prop_map(
+                |(iaid, t1, t2, options)| O::IaPd(Ia {
+                    iaid,
+                    t1,
+                    t2,
+                    options
+                })
+            ),
+            (any::<u32>(), opts.clone())
+                .prop_map(|(iaid, options)| O::IaTa(IaTa { iaid, options })),
+            (addr(), any::<u32>(), any::<u32>(), opts.clone()).prop_map(
+                |(addr, preferred, valid, options)| {
+                    O::IaAddr(IaAddr {
+                        addr,
+                        preferred,
+                        valid,
+                        options,
+                    })
+                }
+            ),
             (any::<u32>(), any::<u32>(), 0u8..=128, addr(), opts.clone()).prop_map(
                 |(preferred, valid, prefix_len, prefix, options)| {
-                    O::IaPrefix(IaPrefix { preferred, valid, prefix_len, prefix, options })
+                    O::IaPrefix(IaPrefix {
+                        preferred,
+                        valid,
+                        prefix_len,
+                        prefix,
+                        options,
+                    })
                 }
             ),
             (any::<u8>(), addr(), opts.clone()).prop_map(|(t, link_address, options)| {
-                O::LqQuery(LqQuery { query_type: QueryType::from_u8(t), link_address, options })
+                O::LqQuery(LqQuery {
+                    query_type: QueryType::from_u8(t),
+                    link_address,
+                    options,
+                })
             }),
             opts.clone().prop_map(O::ClientData),
             message_with(opts.clone()).prop_map(|m| O::RelayMsg(Box::new(m))),
-            (addr(), message_with(opts))
-                .prop_map(|(peer_address, m)| O::LqRelayData(LqRelayData { peer_address, message: Box::new(m) })),
+            (addr(), message_with(opts)).prop_map(|(peer_address, m)| O::LqRelayData(
+                LqRelayData {
+                    peer_address,
+                    message: Box::new(m)
+                }
+            )),
         ]
     })
 }

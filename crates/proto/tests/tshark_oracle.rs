@@ -40,7 +40,10 @@ fn client_data(n: u8, relay_id: &Duid) -> DhcpOption {
                 options: vec![
                     DhcpOption::InterfaceId(vec![0, 0, 0, 5]),
                     DhcpOption::RelayId(relay_id.clone()),
-                    DhcpOption::RemoteId(RemoteId { enterprise: 9, id: vec![1, 2, 3] }),
+                    DhcpOption::RemoteId(RemoteId {
+                        enterprise: 9,
+                        id: vec![1, 2, 3],
+                    }),
                 ],
             })),
         }),
@@ -56,7 +59,10 @@ fn tshark_decodes_bulk_exchange_and_relayed_solicit() {
     let tcp_port = listener.local_addr().unwrap().port();
     let udp_rx = UdpSocket::bind("[::1]:0").unwrap();
     let udp_port = udp_rx.local_addr().unwrap().port();
-    let cap = tshark::Capture::start("codec", &format!("tcp port {tcp_port} or udp port {udp_port}"));
+    let cap = tshark::Capture::start(
+        "codec",
+        &format!("tcp port {tcp_port} or udp port {udp_port}"),
+    );
 
     let requestor = Duid::ll(1, &[2, 0, 0, 0, 0, 1]);
     let server = Duid::en(2495, &[0xaa, 0xbb]);
@@ -70,7 +76,10 @@ fn tshark_decodes_bulk_exchange_and_relayed_solicit() {
             DhcpOption::LqQuery(LqQuery {
                 query_type: QueryType::ByRelayId,
                 link_address: a("2001:db8:1::"),
-                options: vec![DhcpOption::RelayId(relay_id.clone()), DhcpOption::Oro(vec![47])],
+                options: vec![
+                    DhcpOption::RelayId(relay_id.clone()),
+                    DhcpOption::Oro(vec![47]),
+                ],
             }),
         ],
     });
@@ -92,7 +101,10 @@ fn tshark_decodes_bulk_exchange_and_relayed_solicit() {
     let done = Message::Client(ClientMessage {
         msg_type: MessageType::LEASEQUERY_DONE,
         xid,
-        options: vec![DhcpOption::StatusCode(StatusCode::new(Status::Success, "done"))],
+        options: vec![DhcpOption::StatusCode(StatusCode::new(
+            Status::Success,
+            "done",
+        ))],
     });
 
     let server_side = {
@@ -125,8 +137,18 @@ fn tshark_decodes_bulk_exchange_and_relayed_solicit() {
             DhcpOption::ClientId(Duid::ll(1, &[2, 0, 0, 0, 0xaa, 9])),
             DhcpOption::ElapsedTime(0),
             DhcpOption::RapidCommit,
-            DhcpOption::IaNa(Ia { iaid: 1, t1: 0, t2: 0, options: vec![] }),
-            DhcpOption::IaPd(Ia { iaid: 2, t1: 0, t2: 0, options: vec![] }),
+            DhcpOption::IaNa(Ia {
+                iaid: 1,
+                t1: 0,
+                t2: 0,
+                options: vec![],
+            }),
+            DhcpOption::IaPd(Ia {
+                iaid: 2,
+                t1: 0,
+                t2: 0,
+                options: vec![],
+            }),
         ],
     });
     let relayed = Message::Relay(RelayMessage {
@@ -136,12 +158,16 @@ fn tshark_decodes_bulk_exchange_and_relayed_solicit() {
         peer_address: a("fe80::9"),
         options: vec![
             DhcpOption::InterfaceId(b"eth0".to_vec()),
-            DhcpOption::RemoteId(RemoteId { enterprise: 9, id: vec![0xaa] }),
+            DhcpOption::RemoteId(RemoteId {
+                enterprise: 9,
+                id: vec![0xaa],
+            }),
             DhcpOption::RelayMsg(Box::new(solicit)),
         ],
     });
     let tx = UdpSocket::bind("[::1]:0").unwrap();
-    tx.send_to(&relayed.to_vec().unwrap(), ("::1", udp_port)).unwrap();
+    tx.send_to(&relayed.to_vec().unwrap(), ("::1", udp_port))
+        .unwrap();
     let mut buf = [0u8; 2048];
     let (n, _) = udp_rx.recv_from(&mut buf).unwrap();
     assert_eq!(n, relayed.wire_len());
@@ -172,21 +198,46 @@ fn tshark_decodes_bulk_exchange_and_relayed_solicit() {
             "dhcpv6.status_code",
         ],
     );
-    assert_eq!(tshark::column(&rows, 0), ["14", "15", "17", "16"], "msg types: {rows:?}");
+    assert_eq!(
+        tshark::column(&rows, 0),
+        ["14", "15", "17", "16"],
+        "msg types: {rows:?}"
+    );
     // tshark 4.0 shows the 24-bit xid as reserved (high octet) + trans_id (low 16 bits), in decimal.
-    assert_eq!(tshark::column(&rows, 1), vec![(xid >> 16).to_string(); 4], "xid high octet: {rows:?}");
-    assert_eq!(tshark::column(&rows, 2), vec![(xid & 0xffff).to_string(); 4], "xid low 16 bits: {rows:?}");
+    assert_eq!(
+        tshark::column(&rows, 1),
+        vec![(xid >> 16).to_string(); 4],
+        "xid high octet: {rows:?}"
+    );
+    assert_eq!(
+        tshark::column(&rows, 2),
+        vec![(xid & 0xffff).to_string(); 4],
+        "xid low 16 bits: {rows:?}"
+    );
     assert_eq!(tshark::column(&rows, 3), ["3"]);
     assert_eq!(tshark::column(&rows, 4), ["2001:db8:1::"]);
     let opts = tshark::column(&rows, 5);
-    assert!(opts.contains(&"53".to_string()) && opts.contains(&"45".to_string()) && opts.contains(&"47".to_string()));
+    assert!(
+        opts.contains(&"53".to_string())
+            && opts.contains(&"45".to_string())
+            && opts.contains(&"47".to_string())
+    );
     let duids = tshark::column(&rows, 6);
-    assert!(duids.contains(&hex::encode(relay_id.as_bytes())), "relay-id DUID not decoded: {duids:?}");
+    assert!(
+        duids.contains(&hex::encode(relay_id.as_bytes())),
+        "relay-id DUID not decoded: {duids:?}"
+    );
     assert!(duids.contains(&hex::encode(requestor.as_bytes())));
-    assert_eq!(tshark::column(&rows, 7), ["2001:db8:100:100::", "2001:db8:100:200::"]);
+    assert_eq!(
+        tshark::column(&rows, 7),
+        ["2001:db8:100:100::", "2001:db8:100:200::"]
+    );
     assert_eq!(tshark::column(&rows, 8), ["56", "56"]);
     assert_eq!(tshark::column(&rows, 9), ["61", "62"]);
-    assert_eq!(tshark::column(&rows, 10), ["2001:db8:ffff::2", "2001:db8:ffff::2"]);
+    assert_eq!(
+        tshark::column(&rows, 10),
+        ["2001:db8:ffff::2", "2001:db8:ffff::2"]
+    );
     assert_eq!(tshark::column(&rows, 11), ["0", "0"]);
 
     // UDP: the relay chain and the client message inside it.
@@ -194,7 +245,16 @@ fn tshark_decodes_bulk_exchange_and_relayed_solicit() {
         &pcap,
         &decode_as,
         "dhcpv6",
-        &["dhcpv6.msgtype", "dhcpv6.hopcount", "dhcpv6.linkaddr", "dhcpv6.peeraddr", "dhcpv6.xid", "dhcpv6.interface_id", "dhcpv6.remoteid.enterprise", "dhcpv6.option.type"],
+        &[
+            "dhcpv6.msgtype",
+            "dhcpv6.hopcount",
+            "dhcpv6.linkaddr",
+            "dhcpv6.peeraddr",
+            "dhcpv6.xid",
+            "dhcpv6.interface_id",
+            "dhcpv6.remoteid.enterprise",
+            "dhcpv6.option.type",
+        ],
     );
     let rows: Vec<_> = rows.into_iter().filter(|r| !r[1].is_empty()).collect();
     assert_eq!(rows.len(), 1, "one UDP relay frame: {rows:?}");
@@ -205,11 +265,19 @@ fn tshark_decodes_bulk_exchange_and_relayed_solicit() {
     assert_eq!(tshark::column(&rows, 6), ["9"]);
     let opts = tshark::column(&rows, 7);
     for want in ["18", "37", "9", "1", "8", "14", "3", "25"] {
-        assert!(opts.contains(&want.to_string()), "option {want} missing: {opts:?}");
+        assert!(
+            opts.contains(&want.to_string()),
+            "option {want} missing: {opts:?}"
+        );
     }
 
     // Nothing malformed anywhere.
-    let bad = tshark::fields(&pcap, &decode_as, "_ws.malformed || _ws.expert.severity == error", &["frame.number", "_ws.col.Info"]);
+    let bad = tshark::fields(
+        &pcap,
+        &decode_as,
+        "_ws.malformed || _ws.expert.severity == error",
+        &["frame.number", "_ws.col.Info"],
+    );
     assert!(bad.is_empty(), "tshark flagged: {bad:?}");
     let _ = std::fs::remove_file(pcap);
 }

@@ -107,7 +107,9 @@ fn query_by_clientid_link_and_remote_id() {
         }),
     );
     // QUERY_BY_LINK_ADDRESS has no required query-options.
-    let by_link = h(&format!("0e 000002 {REQUESTOR} 002c 0011 04 20010db8000100000000000000000001"));
+    let by_link = h(&format!(
+        "0e 000002 {REQUESTOR} 002c 0011 04 20010db8000100000000000000000001"
+    ));
     check(
         &by_link,
         &Message::Client(ClientMessage {
@@ -211,7 +213,10 @@ fn client_data_typed() -> DhcpOption {
 
 #[test]
 fn leasequery_reply_with_client_data() {
-    let bytes = h(&format!("0f abcdef {SERVER} {REQUESTOR} {}", client_data_bytes()));
+    let bytes = h(&format!(
+        "0f abcdef {SERVER} {REQUESTOR} {}",
+        client_data_bytes()
+    ));
     let m = Message::Client(ClientMessage {
         msg_type: MessageType::LEASEQUERY_REPLY,
         xid: 0xabcdef,
@@ -295,7 +300,9 @@ fn reply_with_client_link_and_error_status() {
 #[test]
 fn active_leasequery_and_starttls() {
     // ACTIVELEASEQUERY (22): no LQ_QUERY means all bindings; top-level ORO and START_TIME.
-    let bytes = h(&format!("16 000101 {REQUESTOR} 0006 0004 002f 0064 0065 0004 2a2b2c2d"));
+    let bytes = h(&format!(
+        "16 000101 {REQUESTOR} 0006 0004 002f 0064 0065 0004 2a2b2c2d"
+    ));
     check(
         &bytes,
         &Message::Client(ClientMessage {
@@ -329,12 +336,10 @@ fn active_leasequery_and_starttls() {
 #[test]
 fn three_level_relay_chain_with_solicit() {
     // SOLICIT: CLIENTID, ELAPSED_TIME, RAPID_COMMIT, IA_NA(iaid 1), IA_PD(iaid 2, hint /56).
-    let solicit = format!(
-        "01 010203 0001 000a 0003 0001 02000000aa01 0008 0002 0000 000e 0000
+    let solicit = "01 010203 0001 000a 0003 0001 02000000aa01 0008 0002 0000 000e 0000
          0003 000c 00000001 00000000 00000000
-         0019 0029 00000002 00000000 00000000 001a 0019 00000000 00000000 38 00000000000000000000000000000000"
-    );
-    let solicit_len = h(&solicit).len(); // 4+14+6+4+16+45 = 89
+         0019 0029 00000002 00000000 00000000 001a 0019 00000000 00000000 38 00000000000000000000000000000000";
+    let solicit_len = h(solicit).len(); // 4+14+6+4+16+45 = 89
     assert_eq!(solicit_len, 89);
     // Level 0 (closest to the client): INTERFACE_ID, REMOTE_ID, CLIENT_LINKLAYER_ADDR, RELAY_MSG.
     // 34 + 8 + 11 + 12 + (4+89) = 158 = 0x9e
@@ -426,7 +431,13 @@ fn three_level_relay_chain_with_solicit() {
         2,
         "2001:db8:ffff::2",
         "2001:db8:ffff::3",
-        vec![DhcpOption::RelayPort(547), DhcpOption::Unknown { code: code::ERO, data: vec![0, 38] }],
+        vec![
+            DhcpOption::RelayPort(547),
+            DhcpOption::Unknown {
+                code: code::ERO,
+                data: vec![0, 38],
+            },
+        ],
         m1,
     );
     check(&bytes, &m2);
@@ -436,7 +447,9 @@ fn three_level_relay_chain_with_solicit() {
     assert_eq!(chain[2].link_address, a("2001:db8:1::1"));
     assert_eq!(inner, Some(&sol));
     // Stripping the client message gives the LQ_RELAY_DATA chain.
-    let Message::Relay(r2) = &m2 else { unreachable!() };
+    let Message::Relay(r2) = &m2 else {
+        unreachable!()
+    };
     let stripped = Message::Relay(r2.without_client_message());
     let (chain, inner) = stripped.unwrap_relays();
     assert_eq!(chain.len(), 3);
@@ -462,7 +475,10 @@ fn server_options_dns_domain_unicast_refresh_preference() {
                 DhcpOption::Preference(255),
                 DhcpOption::Unicast(a("2001:db8:ffff::1")),
                 DhcpOption::DnsServers(vec![a("2001:db8::53")]),
-                DhcpOption::DomainList(vec!["example.com".parse().unwrap(), "lq6".parse().unwrap()]),
+                DhcpOption::DomainList(vec![
+                    "example.com".parse().unwrap(),
+                    "lq6".parse().unwrap(),
+                ]),
                 DhcpOption::InformationRefreshTime(86400),
             ],
         }),
@@ -509,40 +525,74 @@ fn err(bytes: &str) -> DecodeError {
 
 #[test]
 fn strict_errors_with_offsets() {
-    assert_eq!(Message::decode(&[]).unwrap_err().kind, DecodeErrorKind::Empty);
+    assert_eq!(
+        Message::decode(&[]).unwrap_err().kind,
+        DecodeErrorKind::Empty
+    );
     // Header cut short.
-    assert!(matches!(err("0e 1234").kind, DecodeErrorKind::Truncated { .. }));
+    assert!(matches!(
+        err("0e 1234").kind,
+        DecodeErrorKind::Truncated { .. }
+    ));
     // ELAPSED_TIME of length 3.
     let e = err("01 000001 0008 0003 000000");
     assert_eq!(e.kind, DecodeErrorKind::BadOptionLength { code: 8, len: 3 });
     // STATUS_CODE of length 0 (dhcproto panics here).
     let e = err("07 000001 000d 0000");
-    assert_eq!(e.kind, DecodeErrorKind::BadOptionLength { code: 13, len: 0 });
+    assert_eq!(
+        e.kind,
+        DecodeErrorKind::BadOptionLength { code: 13, len: 0 }
+    );
     // Option body runs past the message; offset points at the length field's end.
     let e = err("07 000001 0001 0010 000300");
-    assert!(matches!(e.kind, DecodeErrorKind::Truncated { needed: 16, available: 3 }));
+    assert!(matches!(
+        e.kind,
+        DecodeErrorKind::Truncated {
+            needed: 16,
+            available: 3
+        }
+    ));
     assert_eq!(e.offset, 8);
     // A partial option header at the end.
     let e = err("07 000001 00");
     assert!(matches!(e.kind, DecodeErrorKind::Truncated { .. }));
     assert_eq!(e.offset, 4);
     // DUID too short / too long.
-    assert_eq!(err("07 000001 0001 0002 0001").kind, DecodeErrorKind::BadDuid(2));
+    assert_eq!(
+        err("07 000001 0001 0002 0001").kind,
+        DecodeErrorKind::BadDuid(2)
+    );
     // IAPREFIX with prefix-length 129.
     let e = err("07 000001 001a 0019 00000000 00000000 81 00000000000000000000000000000000");
-    assert!(matches!(e.kind, DecodeErrorKind::InvalidOption { code: 26, .. }));
+    assert!(matches!(
+        e.kind,
+        DecodeErrorKind::InvalidOption { code: 26, .. }
+    ));
     // Trailing octets inside an IAADDR's option area (a 1-octet leftover).
     let e = err("07 000001 0005 0019 20010db8000100000000000000000064 00000000 00000000 ff");
     assert!(matches!(e.kind, DecodeErrorKind::Truncated { .. }));
     // LQ_CLIENT_LINK not a multiple of 16; REMOTE_ID without an id.
-    assert!(matches!(err("0f 000001 0030 0004 00000000").kind, DecodeErrorKind::BadOptionLength { code: 48, .. }));
+    assert!(matches!(
+        err("0f 000001 0030 0004 00000000").kind,
+        DecodeErrorKind::BadOptionLength { code: 48, .. }
+    ));
     assert!(matches!(err("0c 00 00000000000000000000000000000000 00000000000000000000000000000000 0025 0004 00000009").kind, DecodeErrorKind::BadOptionLength { code: 37, len: 4 }));
     // Invalid UTF-8 in a status message.
-    assert_eq!(err("07 000001 000d 0003 0000ff").kind, DecodeErrorKind::BadUtf8);
+    assert_eq!(
+        err("07 000001 000d 0003 0000ff").kind,
+        DecodeErrorKind::BadUtf8
+    );
     // Compressed domain name pointer.
-    assert!(matches!(err("07 000001 0018 0002 c00c").kind, DecodeErrorKind::BadDomainName(_)));
+    assert!(matches!(
+        err("07 000001 0018 0002 c00c").kind,
+        DecodeErrorKind::BadDomainName(_)
+    ));
     // Empty RELAY_MSG.
-    assert_eq!(err("0c 00 00000000000000000000000000000000 00000000000000000000000000000000 0009 0000").kind, DecodeErrorKind::Empty);
+    assert_eq!(
+        err("0c 00 00000000000000000000000000000000 00000000000000000000000000000000 0009 0000")
+            .kind,
+        DecodeErrorKind::Empty
+    );
 }
 
 #[test]
@@ -569,7 +619,10 @@ fn relay_chain_depth_is_bounded_by_hop_count_limit() {
     })
     .to_vec()
     .unwrap();
-    assert_eq!(Message::decode(&ten).unwrap_err().kind, DecodeErrorKind::RelayTooDeep(9));
+    assert_eq!(
+        Message::decode(&ten).unwrap_err().kind,
+        DecodeErrorKind::RelayTooDeep(9)
+    );
 }
 
 #[test]
@@ -584,7 +637,10 @@ fn option_nesting_is_bounded() {
     }
     let mut msg = h("11 000001");
     msg.extend_from_slice(&body);
-    assert!(matches!(Message::decode(&msg).unwrap_err().kind, DecodeErrorKind::TooDeep(_)));
+    assert!(matches!(
+        Message::decode(&msg).unwrap_err().kind,
+        DecodeErrorKind::TooDeep(_)
+    ));
 }
 
 #[test]
@@ -594,7 +650,10 @@ fn encode_rejects_oversized_values() {
         xid: 1,
         options: vec![DhcpOption::InterfaceId(vec![0; 70_000])],
     });
-    assert!(matches!(big.to_vec(), Err(EncodeError::OptionTooLong { code: 18, .. })));
+    assert!(matches!(
+        big.to_vec(),
+        Err(EncodeError::OptionTooLong { code: 18, .. })
+    ));
     let bad_xid = Message::Client(ClientMessage {
         msg_type: MessageType::REPLY,
         xid: 0x0100_0000,
@@ -605,7 +664,10 @@ fn encode_rejects_oversized_values() {
 
 #[test]
 fn pretty_tree_names_leasequery_fields() {
-    let bytes = h(&format!("0f abcdef {SERVER} {REQUESTOR} {}", client_data_bytes()));
+    let bytes = h(&format!(
+        "0f abcdef {SERVER} {REQUESTOR} {}",
+        client_data_bytes()
+    ));
     let t = pretty::tree(&Message::decode(&bytes).unwrap());
     for want in [
         "LEASEQUERY-REPLY(15) xid=0xabcdef",

@@ -3,7 +3,6 @@
 //! (including the LQ_CLIENT_LINK re-query).
 
 #[path = "../../leasequery/tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use lq6_proto::{Duid, Message};
@@ -23,8 +22,14 @@ fn cfg() -> RequestorConfig {
 async fn bulk_queries_in_parallel_on_one_connection() {
     let s = start(test_config(), &[("lan1", 1, 2000), ("lan2", 2, 500)]).await;
     let conn = BulkConnection::connect(s.addr, cfg()).await.unwrap();
-    let q1 = conn.query(&Query::by_relay_id(relay_id(1)).with_relay_data(true)).await.unwrap();
-    let q2 = conn.query(&Query::by_link(a("2001:db8:2::1"))).await.unwrap();
+    let q1 = conn
+        .query(&Query::by_relay_id(relay_id(1)).with_relay_data(true))
+        .await
+        .unwrap();
+    let q2 = conn
+        .query(&Query::by_link(a("2001:db8:2::1")))
+        .await
+        .unwrap();
     let (r1, r2) = tokio::join!(q1.collect_all(), q2.collect_all());
     let (r1, r2) = (r1.unwrap(), r2.unwrap());
     assert_eq!(r1.len(), 2000);
@@ -42,11 +47,26 @@ async fn bulk_queries_in_parallel_on_one_connection() {
     let rd = b.relay_data.as_ref().expect("relay data requested");
     assert_eq!(rd.peer_address, a("2001:db8:ffff::2"));
     assert!(matches!(rd.message.as_ref(), Message::Relay(_)));
-    assert!(r2.iter().all(|b| b.relay_data.is_none()), "relay data only when asked");
+    assert!(
+        r2.iter().all(|b| b.relay_data.is_none()),
+        "relay data only when asked"
+    );
     // An empty answer completes without DONE and the connection stays usable.
-    let none = conn.query(&Query::by_relay_id(relay_id(99))).await.unwrap().collect_all().await.unwrap();
+    let none = conn
+        .query(&Query::by_relay_id(relay_id(99)))
+        .await
+        .unwrap()
+        .collect_all()
+        .await
+        .unwrap();
     assert!(none.is_empty());
-    let again = conn.query(&Query::by_remote_id(9, vec![2, 1])).await.unwrap().collect_all().await.unwrap();
+    let again = conn
+        .query(&Query::by_remote_id(9, vec![2, 1]))
+        .await
+        .unwrap()
+        .collect_all()
+        .await
+        .unwrap();
     assert_eq!(again.len(), 500);
 }
 
@@ -58,15 +78,20 @@ async fn udp_address_and_client_link_requery() {
     store.commit(update(1, "lan1", 1, now)).await.unwrap();
     store.commit(update(2, "lan1", 1, now)).await.unwrap();
     store.commit(update(2, "lan2", 1, now)).await.unwrap();
-    let responder = lq6_leasequery::Responder::new(test_config(), Arc::new(Links), store, server_duid());
+    let responder =
+        lq6_leasequery::Responder::new(test_config(), Arc::new(Links), store, server_duid());
     // A minimal UDP loop in front of handle_udp, as the DHCPv6 server runs it.
     let sock = Arc::new(tokio::net::UdpSocket::bind("[::1]:0").await.unwrap());
     let server = sock.local_addr().unwrap();
     tokio::spawn(async move {
         let mut buf = vec![0u8; 1500];
         loop {
-            let Ok((n, src)) = sock.recv_from(&mut buf).await else { return };
-            let Ok(Message::Client(m)) = Message::decode(&buf[..n]) else { continue };
+            let Ok((n, src)) = sock.recv_from(&mut buf).await else {
+                return;
+            };
+            let Ok(Message::Client(m)) = Message::decode(&buf[..n]) else {
+                continue;
+            };
             if let Some(r) = responder.handle_udp(&m, src, false).await {
                 let _ = sock.send_to(&r.to_vec().unwrap(), src).await;
             }
@@ -78,7 +103,10 @@ async fn udp_address_and_client_link_requery() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].client_id, Some(client_duid(1)));
     // Client 2 is on two links: LQ_CLIENT_LINK, then one query per link.
-    let got = req.query(server, &Query::by_client_id(client_duid(2))).await.unwrap();
+    let got = req
+        .query(server, &Query::by_client_id(client_duid(2)))
+        .await
+        .unwrap();
     assert_eq!(got.len(), 2);
     let mut links: Vec<_> = got.iter().map(|b| b.link_address.unwrap()).collect();
     links.sort();

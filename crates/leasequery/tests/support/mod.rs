@@ -65,7 +65,10 @@ pub fn chain(link: Ipv6Addr, relay: &Duid, remote: &[u8]) -> Vec<u8> {
         options: vec![
             DhcpOption::InterfaceId(b"port7".to_vec()),
             DhcpOption::RelayId(relay.clone()),
-            DhcpOption::RemoteId(RemoteId { enterprise: 9, id: remote.to_vec() }),
+            DhcpOption::RemoteId(RemoteId {
+                enterprise: 9,
+                id: remote.to_vec(),
+            }),
         ],
     })
     .to_vec()
@@ -74,7 +77,11 @@ pub fn chain(link: Ipv6Addr, relay: &Duid, remote: &[u8]) -> Vec<u8> {
 
 /// A binding for client `i` on `link` holding one /56 (and an address when `with_addr`).
 pub fn update(i: u32, link: &str, relay: u8, now: u64) -> ClientUpdate {
-    let (lan, pd_base) = if link == "lan1" { (1u16, 0x100u16) } else { (2, 0x200) };
+    let (lan, pd_base) = if link == "lan1" {
+        (1u16, 0x100u16)
+    } else {
+        (2, 0x200)
+    };
     let mut u = ClientUpdate::new(client_duid(i).as_bytes().to_vec(), link, now - 100);
     u.link_address = Ipv6Addr::new(0x2001, 0xdb8, lan, 0, 0, 0, 0, 1);
     let rid = relay_id(relay);
@@ -82,12 +89,24 @@ pub fn update(i: u32, link: &str, relay: u8, now: u64) -> ClientUpdate {
         peer_address: a("2001:db8:ffff::2"),
         chain: chain(u.link_address, &rid, &[relay, 1]),
         relay_ids: vec![rid.as_bytes().to_vec()],
-        remote_id: Some(lq6_store::RemoteId { enterprise: 9, id: vec![relay, 1] }),
+        remote_id: Some(lq6_store::RemoteId {
+            enterprise: 9,
+            id: vec![relay, 1],
+        }),
         subscriber_id: None,
         interface_id: Some(b"port7".to_vec()),
         client_linklayer: None,
     });
-    let prefix = Ipv6Addr::new(0x2001, 0xdb8, pd_base + (i >> 8) as u16, ((i & 0xff) << 8) as u16, 0, 0, 0, 0);
+    let prefix = Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        pd_base + (i >> 8) as u16,
+        ((i & 0xff) << 8) as u16,
+        0,
+        0,
+        0,
+        0,
+    );
     u.leases.push(Lease {
         kind: LeaseKind::Pd,
         iaid: 2,
@@ -142,7 +161,11 @@ pub async fn fill(store: &Arc<dyn LeaseStore>, specs: &[(&str, u8, u32)]) {
             batch.push(update(i, link, *relay, now));
             i += 1;
             if batch.len() == 10_000 {
-                for r in store.commit_batch(std::mem::take(&mut batch)).await.unwrap() {
+                for r in store
+                    .commit_batch(std::mem::take(&mut batch))
+                    .await
+                    .unwrap()
+                {
                     r.unwrap();
                 }
             }
@@ -153,13 +176,24 @@ pub async fn fill(store: &Arc<dyn LeaseStore>, specs: &[(&str, u8, u32)]) {
     }
 }
 
-pub async fn start_with(cfg: LeasequeryConfig, dir: tempfile::TempDir, store: Arc<dyn LeaseStore>) -> Server {
+pub async fn start_with(
+    cfg: LeasequeryConfig,
+    dir: tempfile::TempDir,
+    store: Arc<dyn LeaseStore>,
+) -> Server {
     let responder = Responder::new(cfg, Arc::new(Links), store.clone(), server_duid());
     let l = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(responder.clone().run_tcp(vec![l], shutdown.clone()));
-    Server { addr, responder, store, shutdown, task, dir }
+    Server {
+        addr,
+        responder,
+        store,
+        shutdown,
+        task,
+        dir,
+    }
 }
 
 pub async fn start(cfg: LeasequeryConfig, specs: &[(&str, u8, u32)]) -> Server {
@@ -175,7 +209,11 @@ pub fn query(xid: u32, qt: QueryType, link: Ipv6Addr, qopts: Vec<DhcpOption>) ->
         xid,
         options: vec![
             DhcpOption::ClientId(requestor_duid()),
-            DhcpOption::LqQuery(LqQuery { query_type: qt, link_address: link, options: qopts }),
+            DhcpOption::LqQuery(LqQuery {
+                query_type: qt,
+                link_address: link,
+                options: qopts,
+            }),
         ],
     })
 }
@@ -187,14 +225,19 @@ pub struct Client {
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Client {
         let s = TcpStream::connect(addr).await.unwrap();
-        Client { io: Framed::new(s, LqFrameCodec::default()) }
+        Client {
+            io: Framed::new(s, LqFrameCodec::default()),
+        }
     }
     pub async fn send(&mut self, m: &Message) {
         self.io.send(m).await.unwrap();
     }
     /// The next message, or None when the server closed; panics after 10 s.
     pub async fn recv(&mut self) -> Option<ClientMessage> {
-        match tokio::time::timeout(Duration::from_secs(10), self.io.next()).await.expect("server answered in time") {
+        match tokio::time::timeout(Duration::from_secs(10), self.io.next())
+            .await
+            .expect("server answered in time")
+        {
             None => None,
             Some(Err(_)) => None,
             Some(Ok(f)) => match Message::decode(&f).expect("server sent a valid message") {
@@ -206,8 +249,16 @@ impl Client {
     /// Reads one complete answer for a single outstanding query.
     pub async fn answer(&mut self) -> Answer {
         let reply = self.recv().await.expect("a REPLY");
-        assert_eq!(reply.msg_type, MessageType::LEASEQUERY_REPLY, "first message must be the REPLY");
-        let mut ans = Answer { reply: reply.clone(), data: vec![], done: None };
+        assert_eq!(
+            reply.msg_type,
+            MessageType::LEASEQUERY_REPLY,
+            "first message must be the REPLY"
+        );
+        let mut ans = Answer {
+            reply: reply.clone(),
+            data: vec![],
+            done: None,
+        };
         if client_data(&reply).is_none() {
             return ans;
         }
@@ -238,12 +289,19 @@ impl Answer {
     }
     /// Every CLIENT_DATA in order: the REPLY's, then each DATA's.
     pub fn client_data(&self) -> Vec<Vec<DhcpOption>> {
-        std::iter::once(&self.reply).chain(self.data.iter()).filter_map(client_data).collect()
+        std::iter::once(&self.reply)
+            .chain(self.data.iter())
+            .filter_map(client_data)
+            .collect()
     }
 }
 
 pub fn status_of(m: &ClientMessage) -> Status {
-    m.options.as_slice().status().map(|s| s.status).unwrap_or(Status::Success)
+    m.options
+        .as_slice()
+        .status()
+        .map(|s| s.status)
+        .unwrap_or(Status::Success)
 }
 
 pub fn client_data(m: &ClientMessage) -> Option<Vec<DhcpOption>> {
@@ -257,6 +315,10 @@ pub fn client_data(m: &ClientMessage) -> Option<Vec<DhcpOption>> {
 pub fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }

@@ -10,9 +10,17 @@ use std::time::{Duration, Instant};
 /// Returns false (and prints why) when tshark is absent outside CI; in CI a
 /// missing tshark is a failure, because the oracle test must run there.
 pub fn available() -> bool {
-    let ok = Command::new("tshark").arg("-v").stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+    let ok = Command::new("tshark")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     if !ok {
-        assert!(std::env::var_os("CI").is_none(), "tshark is required in CI (apt-get install tshark)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "tshark is required in CI (apt-get install tshark)"
+        );
         eprintln!("tshark not installed: oracle test skipped outside CI");
     }
     ok
@@ -46,7 +54,8 @@ impl Capture {
                 }
             }
         });
-        rx.recv_timeout(Duration::from_secs(20)).expect("tshark did not start capturing");
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("tshark did not start capturing");
         // The capture filter is live once tshark says so; give the ring a moment.
         std::thread::sleep(Duration::from_millis(300));
         Capture { child, path }
@@ -55,7 +64,9 @@ impl Capture {
     /// Stops tshark cleanly (SIGINT flushes the file) and returns the path.
     pub fn stop(mut self) -> PathBuf {
         std::thread::sleep(Duration::from_millis(500));
-        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -71,7 +82,12 @@ impl Capture {
 
 /// Runs `tshark -r` with decode-as rules and returns one row per frame,
 /// each a list of fields (multiple occurrences joined by ',').
-pub fn fields(pcap: &Path, decode_as: &[String], filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
+pub fn fields(
+    pcap: &Path,
+    decode_as: &[String],
+    filter: &str,
+    fields: &[&str],
+) -> Vec<Vec<String>> {
     let mut cmd = Command::new("tshark");
     cmd.arg("-r").arg(pcap);
     for d in decode_as {
@@ -80,12 +96,25 @@ pub fn fields(pcap: &Path, decode_as: &[String], filter: &str, fields: &[&str]) 
     if !filter.is_empty() {
         cmd.args(["-Y", filter]);
     }
-    cmd.args(["-T", "fields", "-E", "separator=|", "-E", "occurrence=a", "-E", "aggregator=,"]);
+    cmd.args([
+        "-T",
+        "fields",
+        "-E",
+        "separator=|",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=,",
+    ]);
     for f in fields {
         cmd.args(["-e", f]);
     }
     let out = cmd.output().expect("run tshark -r");
-    assert!(out.status.success(), "tshark -r failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tshark -r failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| l.split('|').map(str::to_string).collect())
@@ -96,6 +125,11 @@ pub fn fields(pcap: &Path, decode_as: &[String], filter: &str, fields: &[&str]) 
 pub fn column(rows: &[Vec<String>], i: usize) -> Vec<String> {
     rows.iter()
         .filter_map(|r| r.get(i))
-        .flat_map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect::<Vec<_>>())
+        .flat_map(|v| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
