@@ -1,0 +1,202 @@
+//! The real `lq6` binary: `decode`, and SIGTERM ending an in-flight Bulk
+//! Leasequery with QueryTerminated (RFC 5460 §7.2) before the close.
+
+use lq6_proto::framing::LqFrameCodec;
+use lq6_proto::*;
+use lq6_store::sqlite::SqliteStore;
+use lq6_store::{ClientUpdate, Lease, LeaseKind, LeaseState, LeaseStore, RelayInfo};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv6Addr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn lq6() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lq6"))
+}
+
+#[test]
+fn decode_prints_the_interop_vector_as_a_tree() {
+    let out = lq6()
+        .args(["decode", "0e123456 0001000a00030001020000000001 002c001f03 00000000000000000000000000000000 0035000a0002000009bf0a0b0c0d"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let t = String::from_utf8(out.stdout).unwrap();
+    assert!(t.contains("LEASEQUERY(14) xid=0x123456"), "{t}");
+    assert!(
+        t.contains("LQ_QUERY(44) QUERY_BY_RELAY_ID link-address=::"),
+        "{t}"
+    );
+    assert!(
+        t.contains("RELAY_ID(53) 00:02:00:00:09:bf:0a:0b:0c:0d [DUID-EN 2495 0a:0b:0c:0d]"),
+        "{t}"
+    );
+    // A framed DONE with --tcp, and a truncated message is an error naming the offset.
+    let out = lq6()
+        .args(["decode", "--tcp", "0004 10000007"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("LEASEQUERY-DONE(16) xid=0x000007"));
+    let out = lq6()
+        .args(["decode", "07000001 0001 0010 000300"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("at offset 8") && err.contains("truncated"),
+        "{err}"
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn sigterm_ends_in_flight_bulk_query_with_query_terminated() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = lq6_store::unix_now();
+    let rid = Duid::en(2495, &[1, 2, 3, 4]);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = SqliteStore::open(dir.path().join("leases.db")).unwrap();
+        let mut batch = Vec::new();
+        let chain = Message::Relay(RelayMessage {
+            msg_type: MessageType::RELAY_FORW,
+            hop_count: 0,
+            link_address: "2001:db8:1::1".parse().unwrap(),
+            peer_address: "fe80::1".parse().unwrap(),
+            options: vec![DhcpOption::InterfaceId(vec![7; 260])],
+        })
+        .to_vec()
+        .unwrap();
+        for i in 0..100_000u32 {
+            let mut u = ClientUpdate::new(
+                Duid::ll(1, &i.to_be_bytes()).as_bytes().to_vec(),
+                "lan1",
+                now - 10,
+            );
+            u.relay = Some(RelayInfo {
+                peer_address: "2001:db8:ffff::2".parse().unwrap(),
+                // A bulky relay chain makes the answer (~35 MB) far larger than socket buffers.
+                chain: chain.clone(),
+                relay_ids: vec![rid.as_bytes().to_vec()],
+                remote_id: None,
+                subscriber_id: None,
+                interface_id: None,
+                client_linklayer: None,
+            });
+            u.leases.push(Lease {
+                kind: LeaseKind::Pd,
+                iaid: 1,
+                addr: Ipv6Addr::from((0x2001_0db8u128 << 96) | ((i as u128 + 0x20000) << 72)),
+                prefix_len: 56,
+                preferred: 100,
+                valid: 200,
+                expires_at: now + 200,
+                state: LeaseState::Active,
+            });
+            batch.push(u);
+            if batch.len() == 10_000 {
+                for r in store
+                    .commit_batch(std::mem::take(&mut batch))
+                    .await
+                    .unwrap()
+                {
+                    r.unwrap();
+                }
+            }
+        }
+    });
+    let (udp, tcp) = (free_port(), free_port());
+    let cfg = format!(
+        "[server]\nlisten = [\"[::1]:{udp}\"]\n[store]\npath = \"{}/leases.db\"\n[[links]]\nname = \"lan1\"\nprefixes = [\"2001:db8:1::/64\"]\n[[links.pd_pools]]\nprefix = \"2001:db8:100::/40\"\ndelegated_len = 56\n[leasequery.tcp]\nlisten = [\"[::1]:{tcp}\"]\n",
+        dir.path().display()
+    );
+    let cfg_path = dir.path().join("lq6.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let mut child = lq6()
+        .args(["serve", "--config"])
+        .arg(&cfg_path)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    loop {
+        let l = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("serve starts");
+        if l.contains("bulk leasequery listening") {
+            break;
+        }
+    }
+    let mut s = TcpStream::connect(("::1", tcp)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let q = Message::Client(ClientMessage {
+        msg_type: MessageType::LEASEQUERY,
+        xid: 0x4242,
+        options: vec![
+            DhcpOption::ClientId(Duid::ll(1, &[2, 0, 0, 0, 0, 1])),
+            DhcpOption::LqQuery(LqQuery {
+                query_type: QueryType::ByRelayId,
+                link_address: Ipv6Addr::UNSPECIFIED,
+                options: vec![
+                    DhcpOption::RelayId(rid),
+                    DhcpOption::Oro(vec![code::LQ_RELAY_DATA]),
+                ],
+            }),
+        ],
+    });
+    let mut buf = Vec::new();
+    write_framed(&mut buf, |b| q.encode(b)).unwrap();
+    s.write_all(&buf).unwrap();
+    // Read the first message, then stop reading so the query is still in flight.
+    let mut size = [0u8; 2];
+    s.read_exact(&mut size).unwrap();
+    let mut first = vec![0u8; u16::from_be_bytes(size) as usize];
+    s.read_exact(&mut first).unwrap();
+    assert_eq!(first[0], 15, "REPLY first");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    // Drain: the last message must be DONE with QueryTerminated.
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let mut codec = LqFrameCodec::default();
+    let mut bytes = bytes::BytesMut::from(&rest[..]);
+    let mut last = None;
+    let mut n = 1;
+    use tokio_util::codec::Decoder;
+    while let Some(f) = codec.decode(&mut bytes).unwrap() {
+        last = Some(Message::decode(&f).unwrap());
+        n += 1;
+    }
+    let Some(Message::Client(last)) = last else {
+        panic!("no final message")
+    };
+    assert_eq!(last.msg_type, MessageType::LEASEQUERY_DONE);
+    assert_eq!(
+        last.options.as_slice().status().map(|s| s.status),
+        Some(Status::QueryTerminated)
+    );
+    assert!(n < 100_000, "the query was terminated early ({n} messages)");
+    let st = child.wait().unwrap();
+    assert!(
+        st.success() || st.code().is_some(),
+        "serve exited after SIGTERM: {st:?}"
+    );
+}
