@@ -344,3 +344,82 @@ async fn non_permitted_peers_are_closed_without_data() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_requestor_connection_limit() {
+    let mut cfg = test_config();
+    cfg.tcp.data_timeout_secs = 30;
+    cfg.requestors.push(lq6_config::RequestorPolicy {
+        prefix: "::1/128".parse().unwrap(),
+        query_types: None,
+        max_connections: Some(2),
+        max_queries: Some(1),
+    });
+    let s = start(cfg, &[("lan1", 1, 30_000), ("lan1", 2, 3)]).await;
+    // Two busy connections (big answers, not read) use up this requestor's share.
+    let mut busy = Vec::new();
+    for xid in 1..=2 {
+        let mut c = Client::connect(s.addr).await;
+        c.send(&query(
+            xid,
+            QueryType::ByRelayId,
+            Ipv6Addr::UNSPECIFIED,
+            vec![DhcpOption::RelayId(relay_id(1))],
+        ))
+        .await;
+        assert_eq!(
+            c.recv().await.unwrap().msg_type,
+            MessageType::LEASEQUERY_REPLY
+        );
+        busy.push(c);
+    }
+    let third = TcpStream::connect(s.addr).await.unwrap();
+    assert!(
+        closed_after(third).await < Duration::from_secs(2),
+        "a third connection from the same requestor is refused"
+    );
+    assert_eq!(
+        s.responder
+            .metrics()
+            .connections_refused_limit
+            .load(Relaxed),
+        1
+    );
+    assert_eq!(s.responder.metrics().connections_open.load(Relaxed), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_closed_requestor_still_gets_its_whole_answer() {
+    let s = start(test_config(), &[("lan1", 1, 5000)]).await;
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    let mut buf = Vec::new();
+    for xid in [1, 2] {
+        let q = query(
+            xid,
+            QueryType::ByRelayId,
+            Ipv6Addr::UNSPECIFIED,
+            vec![DhcpOption::RelayId(relay_id(1))],
+        );
+        write_framed(&mut buf, |b| q.encode(b)).unwrap();
+    }
+    c.write_all(&buf).await.unwrap();
+    // RFC 5460 §5.6: when the peer closes, finish its outstanding queries first.
+    c.shutdown().await.unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), c.read_to_end(&mut all))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut codec = lq6_proto::framing::LqFrameCodec::default();
+    let mut bytes = bytes::BytesMut::from(&all[..]);
+    let (mut data, mut done) = (0, 0);
+    use tokio_util::codec::Decoder;
+    while let Some(f) = codec.decode(&mut bytes).unwrap() {
+        match Message::decode(&f).unwrap().msg_type() {
+            MessageType::LEASEQUERY_REPLY | MessageType::LEASEQUERY_DATA => data += 1,
+            MessageType::LEASEQUERY_DONE => done += 1,
+            t => panic!("{t}"),
+        }
+    }
+    assert_eq!((data, done), (10_000, 2));
+}
