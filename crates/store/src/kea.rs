@@ -208,7 +208,7 @@ fn relay_from_context(
         });
     }
     // Outermost (highest hop count, closest to the server) first.
-    hops.sort_by(|a, b| b.hop.cmp(&a.hop));
+    hops.sort_by_key(|h| std::cmp::Reverse(h.hop));
     let mut info = RelayInfo {
         peer_address: hops[0].peer,
         chain: Vec::new(),
@@ -345,7 +345,7 @@ fn parse_row(
     } else {
         state
     };
-    let hw = c.hwaddr.map(|i| get(i)).filter(|s| !s.trim().is_empty());
+    let hw = c.hwaddr.map(&get).filter(|s| !s.trim().is_empty());
     let linklayer = match hw {
         Some(h) => {
             let b = parse_hex(h).map_err(|e| format!("hwaddr: {e}"))?;

@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`model`]: bindings, leases, relay data (plain bytes and `Ipv6Addr`, independent of the codec).
 //! - [`LeaseStore`]: the async trait every engine uses (`Arc<dyn LeaseStore>`).
-//! - [`sqlite`]: embedded default (SQLite, WAL, `synchronous=FULL`, group commit through one writer thread).
+//! - [`sqlite`]: embedded default (SQLite, WAL, pipelined group commit: one writer thread, one WAL-fsync thread).
 //! - [`postgres`]: shared backend for several lq6 servers (tokio-postgres + deadpool, versioned migrations).
 //! - [`kea`]: import of a Kea memfile lease6 CSV.
 //! - `record` (private): the compact record format shared by both backends and the merge rules.
