@@ -59,7 +59,29 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         cfg.store.postgres = None;
     }
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(lq6_server::serve::serve(cfg, !a.quiet, shutdown.clone()));
+    // [metrics] listen: bind before serving so a bad address fails at start-up.
+    let metrics = match cfg.metrics.listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("[metrics] listen = {addr}"))?;
+            info!("metrics listening on http {}", l.local_addr()?);
+            Some(l)
+        }
+        None => None,
+    };
+    let metrics_shutdown = shutdown.clone();
+    let server = tokio::spawn(lq6_server::serve::serve_with(
+        cfg,
+        !a.quiet,
+        shutdown.clone(),
+        move |started| {
+            if let Some(l) = metrics {
+                let render = std::sync::Arc::new(move || render_metrics(&started));
+                tokio::spawn(lq6_leasequery::metrics::serve(l, render, metrics_shutdown));
+            }
+        },
+    ));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut server = server;
     tokio::select! {
@@ -70,4 +92,15 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     shutdown.cancel();
     server.await??;
     Ok(())
+}
+
+/// Prometheus text for the DHCPv6 server's counters and the responder's.
+fn render_metrics(s: &lq6_server::serve::Started) -> String {
+    use std::fmt::Write;
+    let mut out = String::from("# TYPE lq6_dhcp_total counter\n");
+    for (name, v) in s.counters.snapshot() {
+        let _ = writeln!(out, "lq6_dhcp_total{{counter=\"{name}\"}} {v}");
+    }
+    out.push_str(&s.responder.metrics().render());
+    out
 }

@@ -200,3 +200,57 @@ fn sigterm_ends_in_flight_bulk_query_with_query_terminated() {
         "serve exited after SIGTERM: {st:?}"
     );
 }
+
+#[test]
+fn metrics_endpoint_is_served_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (udp, tcp, metrics) = (free_port(), free_port(), free_port());
+    let cfg = format!(
+        "[server]\nlisten = [\"[::1]:{udp}\"]\n[store]\npath = \"{}/leases.db\"\n[[links]]\nname = \"lan1\"\nprefixes = [\"2001:db8:1::/64\"]\n[leasequery.tcp]\nlisten = [\"[::1]:{tcp}\"]\n[metrics]\nlisten = \"[::1]:{metrics}\"\n",
+        dir.path().display()
+    );
+    let cfg_path = dir.path().join("lq6.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let mut child = lq6()
+        .args(["serve", "--config"])
+        .arg(&cfg_path)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    loop {
+        let l = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("serve starts");
+        if l.contains("bulk leasequery listening") {
+            break;
+        }
+    }
+    // One bulk connection, so the gauge and counters move.
+    let _c = TcpStream::connect(("::1", tcp)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut http = TcpStream::connect(("::1", metrics)).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: lq6\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    http.read_to_string(&mut body).unwrap();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    for want in [
+        "lq6_dhcp_total{counter=\"received\"}",
+        "lq6_bulk_connections_open 1",
+        "lq6_bulk_connections_accepted_total 1",
+    ] {
+        assert!(body.contains(want), "missing {want:?} in\n{body}");
+    }
+}
