@@ -4,7 +4,7 @@
 
 use lq6_proto::types::unix_to_dhcp_time;
 use lq6_proto::{code, write_framed, Duid, EncodeError, MessageType, OptionWriter, Status};
-use lq6_store::{Binding, LeaseKind, LeaseState};
+use lq6_store::{Binding, BindingView, LeaseKind, LeaseState};
 
 /// What goes into each CLIENT_DATA, fixed per query.
 #[derive(Debug, Clone)]
@@ -58,16 +58,30 @@ pub fn remaining(preferred: u32, valid: u32, expires_at: u64, now: u64) -> (u32,
 /// True if the binding has something to report (RFC 5007 §4.4.2: leases
 /// with valid lifetime > 0).
 pub fn has_live_lease(b: &Binding, now: u64) -> bool {
-    b.leases
-        .iter()
+    has_live_lease_view(&b.view(), now)
+}
+
+/// [`has_live_lease`] for a borrowed view.
+pub fn has_live_lease_view(b: &BindingView<'_>, now: u64) -> bool {
+    b.leases()
         .any(|l| l.state == LeaseState::Active && (l.valid == u32::MAX || l.expires_at > now))
 }
 
 /// Writes one CLIENT_DATA option for `b` (RFC 5007 §4.4.2).
 pub fn client_data(w: &mut OptionWriter, b: &Binding, spec: &DataSpec) -> Result<(), EncodeError> {
+    client_data_view(w, &b.view(), spec)
+}
+
+/// Writes one CLIENT_DATA option for a borrowed view (what [`client_data`]
+/// writes for the same binding); allocates nothing.
+pub fn client_data_view(
+    w: &mut OptionWriter,
+    b: &BindingView<'_>,
+    spec: &DataSpec,
+) -> Result<(), EncodeError> {
     let cd = w.open(code::CLIENT_DATA);
-    w.option(code::CLIENTID, &b.client.duid)?;
-    for l in &b.leases {
+    w.option(code::CLIENTID, b.duid)?;
+    for l in b.leases() {
         if l.state != LeaseState::Active {
             continue;
         }
@@ -95,44 +109,44 @@ pub fn client_data(w: &mut OptionWriter, b: &Binding, spec: &DataSpec) -> Result
     }
     w.option_u32(
         code::CLT_TIME,
-        spec.now.saturating_sub(b.client.cltt).min(u32::MAX as u64) as u32,
+        spec.now.saturating_sub(b.cltt).min(u32::MAX as u64) as u32,
     );
-    if let Some(r) = &b.client.relay {
+    if let Some(r) = &b.relay {
         if spec.relay_data && !r.chain.is_empty() {
             let o = w.open(code::LQ_RELAY_DATA);
             w.addr(&r.peer_address);
-            w.bytes(&r.chain);
+            w.bytes(r.chain);
             w.close(o)?;
         }
         for &c in &spec.extras {
             match c {
                 code::REMOTE_ID => {
-                    if let Some(rid) = &r.remote_id {
+                    if let Some((enterprise, id)) = r.remote_id {
                         let o = w.open(c);
-                        w.u32(rid.enterprise);
-                        w.bytes(&rid.id);
+                        w.u32(enterprise);
+                        w.bytes(id);
                         w.close(o)?;
                     }
                 }
                 code::SUBSCRIBER_ID => {
-                    if let Some(s) = &r.subscriber_id {
+                    if let Some(s) = r.subscriber_id {
                         w.option(c, s)?;
                     }
                 }
                 code::INTERFACE_ID => {
-                    if let Some(s) = &r.interface_id {
+                    if let Some(s) = r.interface_id {
                         w.option(c, s)?;
                     }
                 }
                 code::RELAY_ID => {
-                    for id in &r.relay_ids {
+                    for id in r.relay_ids() {
                         w.option(c, id)?;
                     }
                 }
                 code::CLIENT_LINKLAYER_ADDR => {
-                    if let Some((hw, a)) = &r.client_linklayer {
+                    if let Some((hw, a)) = r.client_linklayer {
                         let o = w.open(c);
-                        w.u16(*hw);
+                        w.u16(hw);
                         w.bytes(a);
                         w.close(o)?;
                     }
@@ -168,7 +182,17 @@ pub fn reply(
     first: Option<&Binding>,
     spec: &DataSpec,
 ) -> Result<(), EncodeError> {
-    write_framed(buf, |b| reply_body(b, h, first, spec))
+    reply_view(buf, h, first.map(Binding::view).as_ref(), spec)
+}
+
+/// [`reply`] with a borrowed view of the first binding.
+pub fn reply_view(
+    buf: &mut Vec<u8>,
+    h: &ReplyHead,
+    first: Option<&BindingView<'_>>,
+    spec: &DataSpec,
+) -> Result<(), EncodeError> {
+    write_framed(buf, |b| reply_body_view(b, h, first, spec))
 }
 
 /// An unframed LEASEQUERY-REPLY (for UDP).
@@ -176,6 +200,15 @@ pub fn reply_body(
     buf: &mut Vec<u8>,
     h: &ReplyHead,
     first: Option<&Binding>,
+    spec: &DataSpec,
+) -> Result<(), EncodeError> {
+    reply_body_view(buf, h, first.map(Binding::view).as_ref(), spec)
+}
+
+fn reply_body_view(
+    buf: &mut Vec<u8>,
+    h: &ReplyHead,
+    first: Option<&BindingView<'_>>,
     spec: &DataSpec,
 ) -> Result<(), EncodeError> {
     let mut w = OptionWriter::new(buf);
@@ -189,7 +222,7 @@ pub fn reply_body(
         w.option_u32(code::LQ_BASE_TIME, unix_to_dhcp_time(spec.now));
     }
     if let Some(b) = first {
-        client_data(&mut w, b, spec)?;
+        client_data_view(&mut w, b, spec)?;
     }
     Ok(())
 }
@@ -197,13 +230,23 @@ pub fn reply_body(
 /// Appends a framed LEASEQUERY-DATA: one CLIENT_DATA, no SERVERID, CLIENTID
 /// or STATUS_CODE (RFC 5460 §5.3).
 pub fn data(buf: &mut Vec<u8>, xid: u32, b: &Binding, spec: &DataSpec) -> Result<(), EncodeError> {
+    data_view(buf, xid, &b.view(), spec)
+}
+
+/// [`data`] for a borrowed view.
+pub fn data_view(
+    buf: &mut Vec<u8>,
+    xid: u32,
+    b: &BindingView<'_>,
+    spec: &DataSpec,
+) -> Result<(), EncodeError> {
     write_framed(buf, |buf| {
         let mut w = OptionWriter::new(buf);
         w.client_header(MessageType::LEASEQUERY_DATA.0, xid)?;
         if spec.base_time {
             w.option_u32(code::LQ_BASE_TIME, unix_to_dhcp_time(spec.now));
         }
-        client_data(&mut w, b, spec)
+        client_data_view(&mut w, b, spec)
     })
 }
 

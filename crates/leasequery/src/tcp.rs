@@ -496,6 +496,14 @@ impl Out {
             return Ok(());
         }
         let chunk = std::mem::replace(buf, Vec::with_capacity(CHUNK + 1024));
+        self.send_chunk(chunk).await
+    }
+
+    /// Hands a buffer of whole frames to the writer (see [`Out::send`]).
+    async fn send_chunk(&self, chunk: Vec<u8>) -> Result<(), Closed> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
         let n = chunk.len();
         self.resp.metrics.buffer_add(n);
         let r = tokio::select! {
@@ -549,6 +557,109 @@ async fn write_loop(
         m.buffer_sub(c.len());
     }
     let _ = wr.shutdown().await;
+}
+
+/// What the page tasks of one bulk scan share.
+struct ScanCtx {
+    store: Arc<dyn lq6_store::LeaseStore>,
+    q: lq6_store::Query,
+    spec: DataSpec,
+    xid: u32,
+    server: lq6_proto::Duid,
+    requestor: lq6_proto::Duid,
+}
+
+/// One page of a scan, encoded.
+struct EncodedPage {
+    /// Buffers of whole frames ready to send: the REPLY alone (when this page
+    /// has it), then buffers of at least CHUNK octets.
+    chunks: Vec<Vec<u8>>,
+    /// Frames after the last full chunk: carried into the next page (or
+    /// ended with the DONE), so that writes stay about CHUNK octets.
+    tail: Vec<u8>,
+    /// Bindings encoded (those with a live lease that fit in a frame).
+    encoded: u64,
+    next: Option<lq6_store::Cursor>,
+}
+
+/// A page that failed: the error and the carried frames of earlier pages.
+type PageError = (lq6_store::StoreError, Vec<u8>);
+
+impl ScanCtx {
+    /// Reads one page with `page_visit` and encodes each binding with a live
+    /// lease straight from the store's row, appending to `carry` (frames of
+    /// earlier pages not sent yet): the REPLY for the first one when
+    /// `reply_first` (nothing was encoded before), LEASEQUERY-DATA otherwise.
+    async fn page(
+        self: Arc<Self>,
+        after: Option<lq6_store::Cursor>,
+        size: usize,
+        reply_first: bool,
+        carry: Vec<u8>,
+    ) -> Result<EncodedPage, PageError> {
+        let head = ReplyHead {
+            xid: self.xid,
+            status: Status::Success,
+            text: "",
+            server: &self.server,
+            requestor: Some(&self.requestor),
+        };
+        let spec = &self.spec;
+        let carried = carry.len();
+        let mut chunks = Vec::new();
+        let mut buf = carry;
+        buf.reserve((CHUNK + 1024).saturating_sub(buf.len()));
+        let mut encoded = 0u64;
+        let mut visit = |b: &lq6_store::BindingView<'_>| {
+            if !encode::has_live_lease_view(b, spec.now) {
+                return;
+            }
+            let res = if reply_first && encoded == 0 {
+                encode::reply_view(&mut buf, &head, Some(b), spec)
+            } else {
+                encode::data_view(&mut buf, self.xid, b, spec)
+            };
+            match res {
+                Ok(()) => {
+                    encoded += 1;
+                    // The REPLY goes alone (first-binding latency), then CHUNKs.
+                    if buf.len() >= CHUNK || (reply_first && encoded == 1) {
+                        chunks.push(std::mem::replace(
+                            &mut buf,
+                            Vec::with_capacity(CHUNK + 1024),
+                        ));
+                    }
+                }
+                // A binding too large for one frame: report it, skip it.
+                Err(e) => tracing::warn!(error = %e, "binding cannot be encoded; skipped"),
+            }
+        };
+        match self
+            .store
+            .page_visit(&self.q, after, size, &mut visit)
+            .await
+        {
+            Ok(next) => Ok(EncodedPage {
+                chunks,
+                tail: buf,
+                encoded,
+                next,
+            }),
+            Err(e) => {
+                // Nothing of a failed page is sent (its bindings were not
+                // counted), but the carried frames of earlier pages are: they
+                // start `buf`, or the first chunk if `buf` filled up (a page
+                // with a carry never has the REPLY).
+                let mut carry = if chunks.is_empty() {
+                    buf
+                } else {
+                    chunks.swap_remove(0)
+                };
+                carry.truncate(carried);
+                Err((e, carry))
+            }
+        }
+    }
 }
 
 /// One query in flight on a connection.
@@ -645,19 +756,31 @@ impl Query {
                 }
             }
             Source::Scan(q) => {
-                // The next page is fetched while this one is encoded and sent,
-                // so store reads and socket writes overlap. At most two pages
-                // per query are in memory.
-                let q = Arc::new(q);
-                let fetch = |after, size: usize| {
-                    let (store, q) = (r.store.clone(), q.clone());
-                    tokio::spawn(async move { store.page(&q, after, size).await })
-                };
+                // Each page is read and encoded straight from the store's rows
+                // (page_visit: no per-binding allocation) by a spawned task
+                // while the previous page's frames are sent, so store reads,
+                // encoding and socket writes overlap. At most two encoded
+                // pages per query are in memory. Frames not filling a CHUNK
+                // are carried into the next page's task.
+                let ctx = Arc::new(ScanCtx {
+                    store: r.store.clone(),
+                    q,
+                    spec: spec.clone(),
+                    xid: req.xid,
+                    server: r.server_duid.clone(),
+                    requestor: req.requestor.clone(),
+                });
                 // A small first page gets the first binding out quickly.
                 let size = r.cfg.tcp.page_size.max(1);
-                let mut pending = fetch(None, size.min(64));
+                let mut pending = tokio::spawn(ctx.clone().page(
+                    None,
+                    size.min(64),
+                    true,
+                    std::mem::take(&mut buf),
+                ));
                 loop {
                     if self.shutdown.is_cancelled() {
+                        // Frames carried by the page task are dropped with it.
                         pending.abort();
                         r.metrics.queries_terminated.fetch_add(1, Relaxed);
                         finish(
@@ -670,7 +793,7 @@ impl Query {
                         return (sent, Status::QueryTerminated);
                     }
                     let page = tokio::select! {
-                        p = &mut pending => p.unwrap_or_else(|e| Err(lq6_store::StoreError::Invalid(format!("page task: {e}")))),
+                        p = &mut pending => p.unwrap_or_else(|e| Err((lq6_store::StoreError::Invalid(format!("page task: {e}")), Vec::new()))),
                         _ = self.out.cancel.cancelled() => {
                             pending.abort();
                             return (sent, Status::QueryTerminated);
@@ -678,8 +801,9 @@ impl Query {
                     };
                     let page = match page {
                         Ok(p) => p,
-                        Err(e) => {
+                        Err((e, carry)) => {
                             tracing::warn!(error = %e, "lease store error mid-stream");
+                            buf = carry;
                             finish(&mut buf, sent, Status::UnspecFail, "lease store error");
                             let _ = self.out.send(&mut buf).await;
                             if sent > 0 {
@@ -689,20 +813,18 @@ impl Query {
                             return (sent, Status::UnspecFail);
                         }
                     };
+                    sent += page.encoded;
                     let more = page.next;
-                    if let Some(c) = more {
-                        pending = fetch(Some(c), size);
-                    }
-                    for b in &page.bindings {
-                        if !encode::has_live_lease(b, spec.now) {
-                            continue;
+                    match more {
+                        // The REPLY carries the first binding: later pages only DATA.
+                        Some(c) => {
+                            pending =
+                                tokio::spawn(ctx.clone().page(Some(c), size, sent == 0, page.tail))
                         }
-                        let first = sent == 0;
-                        emit(&mut buf, b, &mut sent);
-                        // Send the REPLY at once (first-binding latency), then in chunks.
-                        if ((first && sent == 1) || buf.len() >= CHUNK)
-                            && self.out.send(&mut buf).await.is_err()
-                        {
+                        None => buf = page.tail,
+                    }
+                    for chunk in page.chunks {
+                        if self.out.send_chunk(chunk).await.is_err() {
                             if more.is_some() {
                                 pending.abort();
                             }

@@ -133,7 +133,17 @@ async fn idle_connections_cannot_lock_out_requestors() {
         m.connections_open.load(Relaxed) <= 10,
         "BULK_LQ_MAX_CONNS respected"
     );
-    assert!(m.connections_evicted_idle.load(Relaxed) >= 1000);
+    // Every admission beyond the cap made room by evicting an idle connection,
+    // except where a peer had already closed (the test drops its oldest sockets,
+    // sometimes before the server accepted them).
+    let (ev, acc, open) = (
+        m.connections_evicted_idle.load(Relaxed),
+        m.connections_accepted.load(Relaxed),
+        m.connections_open.load(Relaxed) as u64,
+    );
+    assert_eq!(acc, 1012, "every attempt was admitted: none locked out");
+    assert!(ev >= 900, "idle eviction made the room ({ev} evictions)");
+    assert!(ev + open <= acc);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`model`]: bindings, leases, relay data (plain bytes and `Ipv6Addr`, independent of the codec).
 //! - [`LeaseStore`]: the async trait every engine uses (`Arc<dyn LeaseStore>`).
+//! - [`view`]: borrowed, allocation-free views of bindings for [`LeaseStore::page_visit`].
 //! - [`sqlite`]: embedded default (SQLite, WAL, pipelined group commit: one writer thread, one WAL-fsync thread).
 //! - [`postgres`]: shared backend for several lq6 servers (tokio-postgres + deadpool, versioned migrations).
 //! - [`kea`]: import of a Kea memfile lease6 CSV.
@@ -28,6 +29,7 @@ pub mod postgres;
 mod record;
 mod sql;
 pub mod sqlite;
+pub mod view;
 
 use std::net::Ipv6Addr;
 use std::path::PathBuf;
@@ -36,6 +38,7 @@ use std::sync::Arc;
 use futures::Stream;
 
 pub use model::*;
+pub use view::{BindingView, LeaseView, Leases, RelayIds, RelayView};
 
 /// Result type of the store.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -239,6 +242,32 @@ pub trait LeaseStore: Send + Sync + 'static {
 
     /// One page of a bulk query, in stable order, each page its own short read.
     async fn page(&self, q: &Query, after: Option<Cursor>, limit: usize) -> Result<Page>;
+
+    /// The same page as [`page`](Self::page), but each binding is handed to `visit` as a borrowed
+    /// [`BindingView`] instead of being collected: no per-binding allocation where the backend supports
+    /// it (SQLite on a multi-thread runtime decodes each row in place). Same selection, order and
+    /// filtering as `page()`: without `include_inactive` only bindings with an Active lease are visited
+    /// and their views yield only Active leases, so `view.to_owned()` equals the binding `page()`
+    /// returns. Returns what `page()` returns as [`Page::next`].
+    ///
+    /// `visit` runs synchronously while the page is read (possibly on a thread where blocking is
+    /// allowed, with a read transaction open): it should be quick and must not block on the store.
+    /// On an error the page may have been visited partly.
+    ///
+    /// The default implementation calls `page()` and visits views of the owned bindings.
+    async fn page_visit(
+        &self,
+        q: &Query,
+        after: Option<Cursor>,
+        limit: usize,
+        visit: &mut (dyn for<'r, 'v> FnMut(&'r BindingView<'v>) + Send),
+    ) -> Result<Option<Cursor>> {
+        let p = self.page(q, after, limit).await?;
+        for b in &p.bindings {
+            visit(&b.view());
+        }
+        Ok(p.next)
+    }
 
     /// Bindings changed after `seq`, in change order (RFC 7653 catch-up), including inactive leases.
     async fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<Binding>>;

@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv6Addr;
 
+use crate::view::{kind_from, state_from, LeasesSrc, RelayIds, RelayView, LEASE_LEN};
 use crate::{
     ClientUpdate, Lease, LeaseKind, LeaseMerge, LeaseState, RelayInfo, RemoteId, Result, StoreError,
 };
@@ -235,6 +236,89 @@ pub(crate) fn decode(b: &[u8]) -> Result<(Option<RelayInfo>, Vec<Lease>)> {
     Ok((relay, leases))
 }
 
+impl<'a> Rd<'a> {
+    fn slice(&mut self) -> Result<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn opt_slice(&mut self) -> Result<Option<&'a [u8]>> {
+        Ok(if self.u8()? != 0 {
+            Some(self.slice()?)
+        } else {
+            None
+        })
+    }
+}
+
+/// Decode a record blob into borrowed relay data and the (validated) lease region, without allocating.
+/// Accepts exactly the blobs [`decode`] accepts.
+pub(crate) fn decode_view(b: &[u8]) -> Result<(Option<RelayView<'_>>, LeasesSrc<'_>)> {
+    let mut r = Rd { b };
+    let v = r.u8()?;
+    if v != VERSION {
+        return Err(StoreError::Corrupt(format!("unknown record version {v}")));
+    }
+    let flags = r.u8()?;
+    let relay = if flags & 1 != 0 {
+        let peer_address = r.addr()?;
+        let chain = r.slice()?;
+        let n = r.u16()?;
+        let ids_start = r.b;
+        for _ in 0..n {
+            r.slice()?;
+        }
+        let ids = &ids_start[..ids_start.len() - r.b.len()];
+        let remote_id = if r.u8()? != 0 {
+            let enterprise = r.u32()?;
+            Some((enterprise, r.slice()?))
+        } else {
+            None
+        };
+        let subscriber_id = r.opt_slice()?;
+        let interface_id = r.opt_slice()?;
+        let client_linklayer = if r.u8()? != 0 {
+            let t = r.u16()?;
+            Some((t, r.slice()?))
+        } else {
+            None
+        };
+        Some(RelayView {
+            peer_address,
+            chain,
+            relay_ids: RelayIds::record(ids, n),
+            remote_id,
+            subscriber_id,
+            interface_id,
+            client_linklayer,
+        })
+    } else {
+        None
+    };
+    let n = r.u16()? as usize;
+    let leases = r.take(n * LEASE_LEN)?;
+    if !r.b.is_empty() {
+        return Err(StoreError::Corrupt(format!(
+            "{} trailing bytes in record",
+            r.b.len()
+        )));
+    }
+    for l in leases.chunks_exact(LEASE_LEN) {
+        if kind_from(l[0]).is_none() {
+            return Err(StoreError::Corrupt(format!("unknown lease kind {}", l[0])));
+        }
+        if l[21] > 128 {
+            return Err(StoreError::Corrupt(format!("prefix length {}", l[21])));
+        }
+        if state_from(l[38]).is_none() {
+            return Err(StoreError::Corrupt(format!(
+                "unknown lease state {}",
+                l[38]
+            )));
+        }
+    }
+    Ok((relay, LeasesSrc::Record(leases)))
+}
+
 /// An active address range row (the address index; only Active leases have one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct AddrRow {
@@ -439,11 +523,28 @@ mod tests {
             state: LeaseState::Active,
         }];
         let b = encode(Some(&relay), &leases);
-        assert_eq!(decode(&b).unwrap(), (Some(relay), leases.clone()));
+        assert_eq!(decode(&b).unwrap(), (Some(relay.clone()), leases.clone()));
+        let (rv, ls) = decode_view(&b).unwrap();
+        assert_eq!(rv.unwrap().to_owned(), relay);
+        let LeasesSrc::Record(lb) = ls else { panic!() };
+        assert_eq!(lb.len(), LEASE_LEN);
+        for n in 0..b.len() {
+            assert!(decode_view(&b[..n]).is_err());
+        }
         let b = encode(None, &leases);
         assert_eq!(decode(&b).unwrap(), (None, leases));
+        assert!(decode_view(&b).unwrap().0.is_none());
         for n in 0..b.len() {
             assert!(decode(&b[..n]).is_err());
+            assert!(decode_view(&b[..n]).is_err());
+        }
+        // Bad kind / state / prefix length are rejected by both decoders.
+        let lease0 = b.len() - LEASE_LEN;
+        for (off, val) in [(0, 9u8), (38, 9), (21, 129)] {
+            let mut bad = b.clone();
+            bad[lease0 + off] = val;
+            assert!(decode(&bad).is_err());
+            assert!(decode_view(&bad).is_err());
         }
     }
 }

@@ -23,8 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::record::{self, a16, addr_from, Plan};
 use crate::sql::Param;
 use crate::{
-    ActiveLease, Binding, ClientRecord, ClientUpdate, CommitInfo, Cursor, LeaseMerge, LeaseState,
-    LeaseStore, Page, Query, Result, Stats, StoreError,
+    ActiveLease, Binding, BindingView, ClientRecord, ClientUpdate, CommitInfo, Cursor, LeaseMerge,
+    LeaseState, LeaseStore, Page, Query, Result, Stats, StoreError,
 };
 
 /// WAL size (pages) that makes the writer ask the checkpointer thread for a checkpoint.
@@ -570,6 +570,62 @@ fn row_binding(r: &rusqlite::Row<'_>) -> Result<(u64, Binding)> {
     ))
 }
 
+/// A borrowed view of a `COLS` row: nothing is copied or allocated; the record blob is validated and
+/// its leases are parsed lazily by the view's iterator.
+fn row_view<'r>(r: &'r rusqlite::Row<'_>, active_only: bool) -> Result<(u64, BindingView<'r>)> {
+    let blob = |i: usize| -> Result<&'r [u8]> {
+        r.get_ref(i)?
+            .as_blob()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    };
+    let id: i64 = r.get(0)?;
+    let duid = blob(1)?;
+    let link = r
+        .get_ref(2)?
+        .as_str()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let link_address = addr_from(blob(3)?)?;
+    let cltt: i64 = r.get(4)?;
+    let changed_seq: i64 = r.get(5)?;
+    let changed_at: i64 = r.get(6)?;
+    let (relay, leases) = record::decode_view(blob(7)?)?;
+    Ok((
+        id as u64,
+        BindingView {
+            duid,
+            link,
+            link_address,
+            cltt: cltt as u64,
+            changed_seq: changed_seq as u64,
+            changed_at: changed_at as u64,
+            relay,
+            leases,
+            active_only,
+        },
+    ))
+}
+
+/// One page of `q`, each row visited as a [`BindingView`] straight from SQLite's row buffer.
+fn visit_page(
+    c: &Connection,
+    q: &Query,
+    after: Option<Cursor>,
+    limit: usize,
+    visit: &mut (dyn for<'r, 'v> FnMut(&'r BindingView<'v>) + Send),
+) -> Result<Option<Cursor>> {
+    let (sql, params) = query_sql(q, COLS, after, Some(limit));
+    let mut st = c.prepare_cached(&sql)?;
+    let mut rows = st.query(rusqlite::params_from_iter(params))?;
+    let (mut n, mut last) = (0usize, None);
+    while let Some(r) = rows.next()? {
+        let (id, v) = row_view(r, !q.include_inactive)?;
+        last = Some(id);
+        n += 1;
+        visit(&v);
+    }
+    Ok(if n == limit { last.map(Cursor) } else { None })
+}
+
 fn query_sql(
     q: &Query,
     head: &str,
@@ -697,6 +753,31 @@ impl LeaseStore for SqliteStore {
             })
         })
         .await
+    }
+
+    /// Native: on a multi-thread runtime the page is read right here under `block_in_place` (like
+    /// `by_address`) and every row is visited in place, with no per-binding allocation. Elsewhere
+    /// (current-thread runtime, no runtime) it reads the owned page on the blocking pool.
+    async fn page_visit(
+        &self,
+        q: &Query,
+        after: Option<Cursor>,
+        limit: usize,
+        visit: &mut (dyn for<'r, 'v> FnMut(&'r BindingView<'v>) + Send),
+    ) -> Result<Option<Cursor>> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let multi = matches!(Handle::try_current(), Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread);
+        if !multi {
+            let p = self.page(q, after, limit).await?;
+            for b in &p.bindings {
+                visit(&b.view());
+            }
+            return Ok(p.next);
+        }
+        let limit = limit.max(1);
+        tokio::task::block_in_place(|| {
+            Self::with_reader(&self.inner, |c| visit_page(c, q, after, limit, visit))
+        })
     }
 
     async fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<Binding>> {

@@ -700,6 +700,197 @@ pub async fn concurrent_writers(s: Arc<dyn LeaseStore>) {
     assert_eq!(s.stats().await.unwrap().bindings, 400);
 }
 
+/// Every page of `q` through `page()` and through `page_visit()` (views turned owned), with the cursors.
+async fn pages_both(
+    s: &Arc<dyn LeaseStore>,
+    q: &Query,
+    size: usize,
+) -> (
+    Vec<(Vec<Binding>, Option<Cursor>)>,
+    Vec<(Vec<Binding>, Option<Cursor>)>,
+) {
+    let mut by_page = Vec::new();
+    let mut after = None;
+    loop {
+        let p = s.page(q, after, size).await.expect("page");
+        by_page.push((p.bindings, p.next));
+        match p.next {
+            Some(c) => after = Some(c),
+            None => break,
+        }
+    }
+    let mut by_visit = Vec::new();
+    let mut after = None;
+    loop {
+        let mut got = Vec::new();
+        let next = s
+            .page_visit(q, after, size, &mut |v: &BindingView<'_>| {
+                // Every accessor is usable without allocating; the owned copy is what page() returns.
+                let leases: Vec<LeaseView> = v.leases().collect();
+                let b = v.to_owned();
+                assert_eq!(b.leases.len(), leases.len());
+                if let Some(r) = &v.relay {
+                    assert_eq!(r.relay_ids().len(), r.relay_ids().count());
+                }
+                assert_eq!(v.is_active(), b.is_active());
+                got.push(b);
+            })
+            .await
+            .expect("page_visit");
+        by_visit.push((got, next));
+        match next {
+            Some(c) => after = Some(c),
+            None => break,
+        }
+        assert!(
+            by_visit.len() <= by_page.len() + 1,
+            "page_visit does not end"
+        );
+    }
+    (by_page, by_visit)
+}
+
+/// `page_visit()` visits exactly the bindings `page()` returns, with the same cursors, for every
+/// selector, filter and page size.
+pub async fn page_visit(s: Arc<dyn LeaseStore>) {
+    // 24 clients behind R1 on links a/b with alternating Remote-IDs, some with a PD and an extra
+    // relay-id, 6 behind R2, 4 direct; several with inactive leases.
+    for i in 0..34u32 {
+        let link = if i % 3 == 2 { "b" } else { "a" };
+        let now = 1000 + i as u64;
+        let mut leases = vec![na(&format!("2001:db8:b::{:x}", i + 1), 1, 9000)];
+        if i % 4 == 0 {
+            leases.push(pd(&format!("2001:db8:b{:x}::", i + 1), 48, 2, 9500));
+        }
+        let rel = if i < 24 {
+            let remote: &[u8] = if i % 2 == 0 { b"even" } else { b"odd" };
+            let mut r = relay(b"R1", Some((9, remote)));
+            if i % 5 == 0 {
+                r.relay_ids.push(b"R1-outer".to_vec());
+                r.subscriber_id = None;
+                r.client_linklayer = None;
+            }
+            Some(r)
+        } else if i < 30 {
+            Some(relay(b"R2", None))
+        } else {
+            None
+        };
+        s.commit(upd(i, link, now, leases, rel)).await.unwrap();
+    }
+    // Client 3: its only NA released -> inactive binding. Client 4: NA declined, PD still active ->
+    // mixed. Client 31 (direct): expired.
+    let mut rel = na("2001:db8:b::4", 1, 2000);
+    rel.state = LeaseState::Released;
+    s.commit(upd(
+        3,
+        "a",
+        2000,
+        vec![rel],
+        Some(relay(b"R1", Some((9, b"odd")))),
+    ))
+    .await
+    .unwrap();
+    let mut dec = na("2001:db8:b::5", 1, 2001);
+    dec.state = LeaseState::Declined;
+    s.commit(upd(
+        4,
+        "a",
+        2001,
+        vec![dec],
+        Some(relay(b"R1", Some((9, b"even")))),
+    ))
+    .await
+    .unwrap();
+    let mut exp = na("2001:db8:b::20", 1, 2002);
+    exp.state = LeaseState::Expired;
+    s.commit(upd(31, "a", 2002, vec![exp], None)).await.unwrap();
+
+    let queries = [
+        Query::relay_id(b"R1".to_vec(), None),
+        Query::relay_id(b"R1".to_vec(), Some("b")),
+        Query::relay_id(b"R1-outer".to_vec(), None),
+        Query::relay_id(b"R2".to_vec(), None),
+        Query::relay_id(b"R3".to_vec(), None),
+        Query::link("a"),
+        Query::link("b"),
+        Query::link("nope"),
+        Query::remote_id(9, b"even".to_vec(), None),
+        Query::remote_id(9, b"odd".to_vec(), Some("a")),
+        Query::client(duid(4), None),
+        Query::client(duid(3), Some("a")),
+        Query::all(),
+        Query::all().since(1010),
+        Query::all().until(1012),
+        Query::relay_id(b"R1".to_vec(), None)
+            .since(1005)
+            .until(2000),
+        Query::link("b").since(2001),
+    ];
+    let mut checked = 0;
+    for base in queries {
+        for inactive in [false, true] {
+            let q = base.clone().inactive(inactive);
+            for size in [1, 3, 7, 100] {
+                let (a, b) = pages_both(&s, &q, size).await;
+                assert_eq!(a, b, "{q:?} page size {size}");
+                for (bs, _) in &a {
+                    for x in bs {
+                        if !inactive {
+                            assert!(x.leases.iter().all(|l| l.state == LeaseState::Active));
+                            assert!(!x.leases.is_empty());
+                        }
+                    }
+                }
+                checked += a.iter().map(|p| p.0.len()).sum::<usize>();
+            }
+        }
+    }
+    assert!(checked > 500, "{checked}");
+    // Spot checks of the data itself.
+    let (a, _) = pages_both(&s, &Query::client(duid(4), None), 10).await;
+    let b4 = &a[0].0[0];
+    assert_eq!(b4.leases.len(), 1);
+    assert_eq!(b4.leases[0].kind, LeaseKind::Pd);
+    let (a, _) = pages_both(&s, &Query::client(duid(4), None).inactive(true), 10).await;
+    assert_eq!(a[0].0[0].leases.len(), 2);
+    let (a, _) = pages_both(&s, &Query::client(duid(3), None), 10).await;
+    assert!(a[0].0.is_empty());
+    let (a, _) = pages_both(&s, &Query::relay_id(b"R1-outer".to_vec(), None), 2).await;
+    let ids: Vec<Vec<u8>> = a[0].0[0].client.relay.as_ref().unwrap().relay_ids.clone();
+    assert_eq!(ids, vec![b"R1".to_vec(), b"R1-outer".to_vec()]);
+    // A cursor in the middle resumes identically, including after a concurrent insert.
+    let q = Query::relay_id(b"R1".to_vec(), None);
+    let p1 = s.page(&q, None, 5).await.unwrap();
+    let mut seen = 0;
+    let c1 = s
+        .page_visit(&q, None, 5, &mut |_v: &BindingView<'_>| seen += 1)
+        .await
+        .unwrap();
+    assert_eq!((seen, c1), (5, p1.next));
+    s.commit(upd(
+        900,
+        "a",
+        3000,
+        vec![na("2001:db8:b::900", 1, 9000)],
+        Some(relay(b"R1", None)),
+    ))
+    .await
+    .unwrap();
+    let (a, b) = pages_both(&s, &q, 4).await;
+    assert_eq!(a, b);
+    let last = a.iter().flat_map(|p| &p.0).last().expect("bindings");
+    assert_eq!(last.client.duid, duid(900));
+    // limit 0 behaves like page(): treated as 1.
+    let p0 = s.page(&q, None, 0).await.unwrap();
+    let mut n0 = 0;
+    let c0 = s
+        .page_visit(&q, None, 0, &mut |_v: &BindingView<'_>| n0 += 1)
+        .await
+        .unwrap();
+    assert_eq!((n0, c0), (p0.bindings.len(), p0.next));
+}
+
 /// Generates one `#[tokio::test]` per conformance case. `$mk` is an async fn returning
 /// `Option<(Arc<dyn LeaseStore>, Guard)>` (None = backend not available, test skipped).
 #[macro_export]
