@@ -12,10 +12,11 @@ use std::time::Duration;
 use support::*;
 
 fn cfg() -> RequestorConfig {
-    let mut c = RequestorConfig::default();
-    c.duid = requestor_duid();
-    c.bulk_timeout = Duration::from_secs(10);
-    c
+    RequestorConfig {
+        duid: requestor_duid(),
+        bulk_timeout: Duration::from_secs(10),
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
