@@ -254,3 +254,164 @@ fn metrics_endpoint_is_served_when_configured() {
         assert!(body.contains(want), "missing {want:?} in\n{body}");
     }
 }
+
+/// Starts `lq6 serve` on free ports over a store pre-filled by `fill`;
+/// returns the child and the UDP and TCP ports.
+fn serve_with_store(
+    dir: &std::path::Path,
+    fill: impl FnOnce(&SqliteStore),
+) -> (std::process::Child, u16, u16) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = SqliteStore::open(dir.join("leases.db")).unwrap();
+    fill(&store);
+    drop(store);
+    drop(rt);
+    let (udp, tcp) = (free_port(), free_port());
+    let cfg = format!(
+        "[server]\nlisten = [\"[::1]:{udp}\"]\n[store]\npath = \"{}/leases.db\"\n[[links]]\nname = \"lan1\"\nprefixes = [\"2001:db8:1::/64\"]\n[[links.pd_pools]]\nprefix = \"2001:db8:100::/40\"\ndelegated_len = 56\n[leasequery.tcp]\nlisten = [\"[::1]:{tcp}\"]\n",
+        dir.display()
+    );
+    let cfg_path = dir.join("lq6.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let mut child = lq6()
+        .args(["serve", "--config"])
+        .arg(&cfg_path)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    loop {
+        let l = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("serve starts");
+        if l.contains("bulk leasequery listening") {
+            break;
+        }
+    }
+    (child, udp, tcp)
+}
+
+#[test]
+fn lq6_query_against_lq6_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = lq6_store::unix_now();
+    let rid = Duid::en(2495, &[0x0a, 0x0b, 0x0c, 0x0d]);
+    let (mut child, udp, tcp) = serve_with_store(dir.path(), |store| {
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            for i in 0..3u8 {
+                let mut u = ClientUpdate::new(
+                    Duid::ll(1, &[2, 0, 0, 0, 0xaa, i]).as_bytes().to_vec(),
+                    "lan1",
+                    now - 5,
+                );
+                u.link_address = "2001:db8:1::1".parse().unwrap();
+                u.relay = Some(RelayInfo {
+                    peer_address: "2001:db8:ffff::2".parse().unwrap(),
+                    chain: vec![],
+                    relay_ids: vec![rid.as_bytes().to_vec()],
+                    remote_id: Some(lq6_store::RemoteId {
+                        enterprise: 9,
+                        id: vec![0x0a, 0x0b, 0x0c],
+                    }),
+                    subscriber_id: None,
+                    interface_id: None,
+                    client_linklayer: None,
+                });
+                u.leases.push(Lease {
+                    kind: LeaseKind::Na,
+                    iaid: 1,
+                    addr: Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0x1000, i as u16),
+                    prefix_len: 128,
+                    preferred: 100,
+                    valid: 200,
+                    expires_at: now + 200,
+                    state: LeaseState::Active,
+                });
+                store.commit(u).await.unwrap();
+            }
+        });
+    });
+    let q = |args: &[&str]| {
+        let mut c = lq6();
+        c.args(["query", "--server", "::1"]);
+        let out = c.args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let tcp_s = tcp.to_string();
+    let udp_s = udp.to_string();
+    // Bulk by relay-id, JSON lines: one binding per line with stable fields.
+    let (code, out, err) = q(&[
+        "--port",
+        &tcp_s,
+        "--format",
+        "json",
+        "relay-id",
+        "en:2495:0a0b0c0d",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let mut ids: Vec<String> = lines
+        .iter()
+        .map(|v| v["client_id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "00:03:00:01:02:00:00:00:aa:00",
+            "00:03:00:01:02:00:00:00:aa:01",
+            "00:03:00:01:02:00:00:00:aa:02"
+        ]
+    );
+    assert_eq!(
+        lines[0]["addresses"][0]["valid_lifetime"]
+            .as_u64()
+            .map(|v| v <= 200 && v >= 190),
+        Some(true)
+    );
+    // By remote-id and link, CSV; then a relay-id with no bindings: exit code 1.
+    let (code, out, _) = q(&["--port", &tcp_s, "--format", "csv", "remote-id", "9:0a0b0c"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out.lines().count(), 4, "header and 3 rows: {out}");
+    let (code, _, _) = q(&["--port", &tcp_s, "link", "2001:db8:1::1"]);
+    assert_eq!(code, Some(0));
+    let (code, _, _) = q(&["--port", &tcp_s, "relay-id", "en:2495:ffff"]);
+    assert_eq!(code, Some(1), "no bindings");
+    // UDP by address, and a server error status (NotConfigured) printed by name: exit code 2.
+    let (code, out, _) = q(&[
+        "--port",
+        &udp_s,
+        "--udp",
+        "--format",
+        "json",
+        "address",
+        "2001:db8:1::1000:1",
+    ]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("00:03:00:01:02:00:00:00:aa:01"), "{out}");
+    let (code, _, err) = q(&["--port", &tcp_s, "link", "2001:db8:77::1"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("NotConfigured"), "{err}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    // Connection failure: exit code 3.
+    let (code, _, _) = q(&["--port", &tcp_s, "link", "2001:db8:1::1"]);
+    assert_eq!(code, Some(3));
+}

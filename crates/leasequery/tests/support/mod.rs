@@ -11,7 +11,8 @@ use lq6_store::sqlite::SqliteStore;
 use lq6_store::{ClientUpdate, Lease, LeaseKind, LeaseState, LeaseStore, RelayInfo};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -321,4 +322,46 @@ pub fn rss_kib() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// The most reply octets a connection may have queued: the write channel
+/// plus one chunk per query slot and one in flight at the writer.
+pub fn buffer_bound(cfg: &lq6_config::LeasequeryConfig) -> usize {
+    use lq6_leasequery::tcp::CHUNK;
+    // A chunk is at most CHUNK plus one frame; the channel holds
+    // write_buffer_bytes / CHUNK of them, the writer one, each query slot one.
+    let chunks =
+        (cfg.tcp.write_buffer_bytes / CHUNK).max(1) + 1 + cfg.tcp.max_queries_per_connection;
+    chunks * (CHUNK + 2048)
+}
+
+pub async fn legit_is_served(s: &Server) {
+    let mut c = Client::connect(s.addr).await;
+    c.send(&query(
+        0xbeef,
+        QueryType::ByRelayId,
+        Ipv6Addr::UNSPECIFIED,
+        vec![DhcpOption::RelayId(relay_id(2))],
+    ))
+    .await;
+    let ans = c.answer().await;
+    assert_eq!(ans.status(), Status::Success);
+    assert_eq!(
+        ans.client_data().len(),
+        3,
+        "the legitimate requestor got its bindings"
+    );
+}
+
+/// Waits until the server closes `s`; returns how long that took.
+pub async fn closed_after(mut s: TcpStream) -> Duration {
+    let t = Instant::now();
+    let mut b = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return t.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("connection not closed within 10 s"),
+        }
+    }
 }
