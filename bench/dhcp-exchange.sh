@@ -4,7 +4,8 @@
 # Both servers run on the same machine in the same run, one at a time, in a network namespace
 # with only lo (2001:db8:ffff::1/128 added), with the same pools:
 #   addresses 2001:db8:5::/64, prefixes 2001:db8:8000::/33 delegated as /56, lifetimes 3000/4000.
-# lq6: embedded SQLite store (WAL, synchronous=FULL): every lease is durable before its REPLY.
+# lq6: embedded SQLite store (WAL; the store fsyncs each commit group before answering):
+#   every lease is durable before its REPLY.
 # Kea: memfile with persist=true (lease file written, not fsynced), store-extended-info on.
 #
 # For each server, perfdhcp -6 -A1 -e address-and-prefix runs at increasing -r until more than

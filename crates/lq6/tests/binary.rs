@@ -381,7 +381,7 @@ fn lq6_query_against_lq6_serve() {
     assert_eq!(
         lines[0]["addresses"][0]["valid_lifetime"]
             .as_u64()
-            .map(|v| v <= 200 && v >= 190),
+            .map(|v| (190..=200).contains(&v)),
         Some(true)
     );
     // By remote-id and link, CSV; then a relay-id with no bindings: exit code 1.
