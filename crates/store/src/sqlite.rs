@@ -102,9 +102,11 @@ const COLS: &str =
 pub struct SqliteOptions {
     /// Create the store if the file does not exist (default true).
     pub create: bool,
-    /// Read connections kept in the pool (default 4).
+    /// Read connections in the pool (default 6). Readers beyond this wait for a free
+    /// connection instead of opening more, so memory stays bounded however many bulk
+    /// queries run at once.
     pub readers: usize,
-    /// Page cache per read connection in KiB (default 8192).
+    /// Page cache per read connection in KiB (default 4096; the OS page cache holds the rest).
     pub reader_cache_kib: i64,
     /// Most updates committed in one transaction (default 4096).
     pub max_group: usize,
@@ -114,8 +116,8 @@ impl Default for SqliteOptions {
     fn default() -> Self {
         SqliteOptions {
             create: true,
-            readers: 4,
-            reader_cache_kib: 8192,
+            readers: 6,
+            reader_cache_kib: 4096,
             max_group: 4096,
         }
     }
@@ -133,10 +135,18 @@ enum Cmd {
     Synced,
 }
 
+/// The read pool: idle connections and how many exist in all.
+struct Readers {
+    idle: Vec<Connection>,
+    open: usize,
+}
+
 struct Inner {
     path: PathBuf,
     tx: Option<mpsc::Sender<Cmd>>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Readers>,
+    /// Signalled when a read connection is returned to the pool.
+    reader_free: std::sync::Condvar,
     opts: SqliteOptions,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -469,12 +479,16 @@ impl SqliteStore {
                 let _ = chandle.join();
             })
             .map_err(|e| io_err(&path, e))?;
-        let readers = vec![reader_conn(&path, opts.reader_cache_kib)?];
+        let readers = Readers {
+            idle: vec![reader_conn(&path, opts.reader_cache_kib)?],
+            open: 1,
+        };
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
                 tx: Some(tx),
                 readers: Mutex::new(readers),
+                reader_free: std::sync::Condvar::new(),
                 opts,
                 writer: Mutex::new(Some(handle)),
             }),
@@ -486,19 +500,43 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    /// Run `f` on a pooled read connection (blocking).
+    /// Run `f` on a pooled read connection (blocking). At most `opts.readers`
+    /// connections exist; callers beyond that wait for one to be returned.
     fn with_reader<T>(inner: &Inner, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = inner.readers.lock().ok().and_then(|mut v| v.pop());
-        let conn = match conn {
+        let closed = || StoreError::Closed;
+        // Take an idle connection, or the right to open one, or wait; the guard
+        // is released before `f` runs and before the connection is returned.
+        let idle = {
+            let mut pool = inner.readers.lock().map_err(|_| closed())?;
+            loop {
+                if let Some(c) = pool.idle.pop() {
+                    break Some(c);
+                }
+                if pool.open < inner.opts.readers.max(1) {
+                    pool.open += 1;
+                    break None;
+                }
+                pool = inner.reader_free.wait(pool).map_err(|_| closed())?;
+            }
+        };
+        let conn = match idle {
             Some(c) => c,
-            None => reader_conn(&inner.path, inner.opts.reader_cache_kib)?,
+            None => match reader_conn(&inner.path, inner.opts.reader_cache_kib) {
+                Ok(c) => c,
+                Err(e) => {
+                    if let Ok(mut p) = inner.readers.lock() {
+                        p.open -= 1;
+                    }
+                    inner.reader_free.notify_one();
+                    return Err(e);
+                }
+            },
         };
         let r = f(&conn);
-        if let Ok(mut v) = inner.readers.lock() {
-            if v.len() < inner.opts.readers {
-                v.push(conn);
-            }
+        if let Ok(mut p) = inner.readers.lock() {
+            p.idle.push(conn);
         }
+        inner.reader_free.notify_one();
         r
     }
 

@@ -83,3 +83,67 @@ fn binding_view_roundtrip() {
         vec![b"R".as_slice()]
     );
 }
+
+/// More concurrent readers than the pool holds: they wait for a connection
+/// instead of opening more (bounded memory), and none deadlocks, on either
+/// runtime flavour (block_in_place and spawn_blocking paths).
+async fn readers_beyond_the_pool(readers: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = lq6_store::sqlite::SqliteOptions {
+        readers,
+        ..Default::default()
+    };
+    let s: Arc<dyn LeaseStore> =
+        Arc::new(SqliteStore::open_with(dir.path().join("l.db"), opts).unwrap());
+    let mut batch = Vec::new();
+    for i in 0..300u32 {
+        let addr = format!("2001:db8:1::{:x}", i + 16);
+        let now = lq6_store::unix_now();
+        let relay = Some(common::relay(b"\x00\x02\x00\x00\x00\x01r1", None));
+        batch.push(common::upd(
+            i,
+            "lan",
+            now,
+            vec![common::na(&addr, 1, now + 600)],
+            relay,
+        ));
+    }
+    for r in s.commit_batch(batch).await.unwrap() {
+        r.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for k in 0..16u32 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let q = lq6_store::Query::relay_id(b"\x00\x02\x00\x00\x00\x01r1".to_vec(), None);
+            let (mut after, mut n) = (None, 0);
+            loop {
+                let p = s.page(&q, after, 7 + k as usize).await.unwrap();
+                n += p.bindings.len();
+                let _ = s.by_address(common::a("2001:db8:1::20")).await.unwrap();
+                match p.next {
+                    Some(c) => after = Some(c),
+                    None => break,
+                }
+            }
+            n
+        }));
+    }
+    for t in tasks {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(60), t)
+            .await
+            .expect("no deadlock")
+            .unwrap();
+        assert_eq!(n, 300);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_beyond_the_pool_multi_thread() {
+    readers_beyond_the_pool(2).await;
+}
+
+#[tokio::test]
+async fn readers_beyond_the_pool_current_thread() {
+    readers_beyond_the_pool(1).await;
+}
