@@ -550,14 +550,29 @@ impl SqliteStore {
             .map_err(|e| StoreError::CommitFailed(format!("reader task failed: {e}")))?
     }
 
-    /// A point lookup (a few B-tree probes, microseconds): on a multi-thread runtime it runs right here
-    /// under `block_in_place` (the runtime moves this worker's other tasks elsewhere if the read
-    /// blocks), which saves the ~15-20 µs hop to the blocking pool; elsewhere it uses [`Self::read`].
+    /// A point lookup (a few B-tree probes, microseconds). When a read connection is idle it runs
+    /// inline on the calling task: a hand-off to another thread costs more than the lookup (the UDP
+    /// leasequery path does one per query). Otherwise, on a multi-thread runtime, it waits for a
+    /// connection under `block_in_place`; elsewhere it uses [`Self::read`].
     async fn read_point<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         use tokio::runtime::{Handle, RuntimeFlavor};
+        let idle = self
+            .inner
+            .readers
+            .lock()
+            .ok()
+            .and_then(|mut p| p.idle.pop());
+        if let Some(conn) = idle {
+            let r = f(&conn);
+            if let Ok(mut p) = self.inner.readers.lock() {
+                p.idle.push(conn);
+            }
+            self.inner.reader_free.notify_one();
+            return r;
+        }
         match Handle::try_current() {
             Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
                 tokio::task::block_in_place(|| Self::with_reader(&self.inner, f))
