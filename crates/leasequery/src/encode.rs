@@ -212,12 +212,7 @@ fn reply_body_view(
     spec: &DataSpec,
 ) -> Result<(), EncodeError> {
     let mut w = OptionWriter::new(buf);
-    w.client_header(MessageType::LEASEQUERY_REPLY.0, h.xid)?;
-    status(&mut w, h.status, h.text)?;
-    w.option(code::SERVERID, h.server.as_bytes())?;
-    if let Some(r) = h.requestor {
-        w.option(code::CLIENTID, r.as_bytes())?;
-    }
+    head(&mut w, MessageType::LEASEQUERY_REPLY, h)?;
     if spec.base_time {
         w.option_u32(code::LQ_BASE_TIME, unix_to_dhcp_time(spec.now));
     }
@@ -225,6 +220,29 @@ fn reply_body_view(
         client_data_view(&mut w, b, spec)?;
     }
     Ok(())
+}
+
+/// Header, status, SERVERID and the requestor's CLIENTID: the start of every
+/// reply (RFC 5460 §5.2).
+fn head(w: &mut OptionWriter, msg_type: MessageType, h: &ReplyHead) -> Result<(), EncodeError> {
+    w.client_header(msg_type.0, h.xid)?;
+    status(w, h.status, h.text)?;
+    w.option(code::SERVERID, h.server.as_bytes())?;
+    if let Some(r) = h.requestor {
+        w.option(code::CLIENTID, r.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// An unframed reply that carries only `h`: a refused LEASEQUERY
+/// (LEASEQUERY-REPLY), or the RFC 7653 §8 answers to ACTIVELEASEQUERY
+/// (LEASEQUERY-REPLY + NotSupported) and STARTTLS (REPLY + TLSConnectionRefused).
+pub fn status_reply(
+    buf: &mut Vec<u8>,
+    msg_type: MessageType,
+    h: &ReplyHead,
+) -> Result<(), EncodeError> {
+    head(&mut OptionWriter::new(buf), msg_type, h)
 }
 
 /// Appends a framed LEASEQUERY-DATA: one CLIENT_DATA, no SERVERID, CLIENTID
@@ -269,31 +287,7 @@ pub fn done(
     })
 }
 
-/// A REPLY with only a status, framed, for requests refused on TCP.
-pub fn refusal(
-    buf: &mut Vec<u8>,
-    xid: u32,
-    st: Status,
-    text: &str,
-    server: &Duid,
-    requestor: Option<&Duid>,
-) -> Result<(), EncodeError> {
-    let spec = DataSpec {
-        now: 0,
-        base_time: false,
-        relay_data: false,
-        extras: vec![],
-    };
-    reply(
-        buf,
-        &ReplyHead {
-            xid,
-            status: st,
-            text,
-            server,
-            requestor,
-        },
-        None,
-        &spec,
-    )
+/// [`status_reply`], framed for TCP.
+pub fn refusal(buf: &mut Vec<u8>, msg_type: MessageType, h: &ReplyHead) -> Result<(), EncodeError> {
+    write_framed(buf, |b| status_reply(b, msg_type, h))
 }

@@ -106,7 +106,16 @@ impl Responder {
         let refuse = |st: Status, text: &str| {
             m.query(false, qtype, st);
             let requestor = lq6_proto::OptionsExt::client_id(q.options.as_slice())?;
-            Some(status_reply(q.xid, st, text, &self.server_duid, requestor))
+            let head = ReplyHead {
+                xid: q.xid,
+                status: st,
+                text,
+                server: &self.server_duid,
+                requestor: Some(requestor),
+            };
+            let mut buf = Vec::with_capacity(64 + text.len());
+            encode::status_reply(&mut buf, MessageType::LEASEQUERY_REPLY, &head).ok()?;
+            Message::decode(&buf).ok()
         };
         if !policy.allowed {
             // Lease data is private: default deny (PROTOCOL.md §3.2).
@@ -194,7 +203,8 @@ impl Responder {
     }
 }
 
-fn query_type_of(q: &ClientMessage) -> QueryType {
+/// The query-type of the message's LQ_QUERY, for counting refusals.
+pub(crate) fn query_type_of(q: &ClientMessage) -> QueryType {
     q.options
         .iter()
         .find_map(|o| match o {
@@ -202,14 +212,4 @@ fn query_type_of(q: &ClientMessage) -> QueryType {
             _ => None,
         })
         .unwrap_or(QueryType::Other(0))
-}
-
-fn status_reply(xid: u32, st: Status, text: &str, server: &Duid, requestor: &Duid) -> Message {
-    let mut reply = ClientMessage::new(MessageType::LEASEQUERY_REPLY, xid);
-    reply.options = vec![
-        DhcpOption::StatusCode(StatusCode::new(st, text)),
-        DhcpOption::ServerId(server.clone()),
-        DhcpOption::ClientId(requestor.clone()),
-    ];
-    Message::Client(reply)
 }

@@ -57,16 +57,6 @@ pub struct Request {
     pub until: Option<u64>,
 }
 
-impl Request {
-    pub fn wants(&self, c: u16) -> bool {
-        self.oro.contains(&c)
-    }
-    /// RFC 7653 §6.3.1: LQ_BASE_TIME in every message when requested.
-    pub fn wants_base_time(&self) -> bool {
-        self.wants(code::LQ_BASE_TIME)
-    }
-}
-
 /// Why a query gets no data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {

@@ -347,23 +347,20 @@ impl Conn {
                     } else {
                         Status::NotSupported
                     };
-                    let requestor =
-                        lq6_proto::OptionsExt::client_id(msg.options.as_slice()).cloned();
                     let typ = if st == Status::TlsConnectionRefused {
                         MessageType::REPLY
                     } else {
                         MessageType::LEASEQUERY_REPLY
                     };
-                    if encode_status(
-                        &mut buf,
-                        typ,
-                        msg.xid,
-                        st,
-                        &self.resp.server_duid,
-                        requestor.as_ref(),
-                    )
-                    .is_ok()
-                    {
+                    let requestor = lq6_proto::OptionsExt::client_id(msg.options.as_slice());
+                    let head = ReplyHead {
+                        xid: msg.xid,
+                        status: st,
+                        text: "",
+                        server: &self.resp.server_duid,
+                        requestor,
+                    };
+                    if encode::refusal(&mut buf, typ, &head).is_ok() {
                         let _ = out.send(&mut buf).await;
                     }
                     break End::Graceful;
@@ -419,25 +416,18 @@ impl Conn {
                     text,
                     requestor,
                 }) => {
-                    let qt = msg.options.iter().find_map(|o| match o {
-                        lq6_proto::DhcpOption::LqQuery(q) => Some(q.query_type),
-                        _ => None,
-                    });
-                    self.resp.metrics.query(
-                        true,
-                        qt.unwrap_or(lq6_proto::QueryType::Other(0)),
-                        status,
-                    );
+                    self.resp
+                        .metrics
+                        .query(true, crate::query_type_of(&msg), status);
                     tracing::info!(peer = %self.peer, xid = msg.xid, %status, text, "bulk leasequery refused");
-                    if encode::refusal(
-                        &mut buf,
-                        msg.xid,
+                    let head = ReplyHead {
+                        xid: msg.xid,
                         status,
-                        &text,
-                        &self.resp.server_duid,
-                        requestor.as_ref(),
-                    )
-                    .is_ok()
+                        text: &text,
+                        server: &self.resp.server_duid,
+                        requestor: requestor.as_ref(),
+                    };
+                    if encode::refusal(&mut buf, MessageType::LEASEQUERY_REPLY, &head).is_ok()
                         && out.send(&mut buf).await.is_err()
                     {
                         break End::Abort;
@@ -456,26 +446,6 @@ impl Conn {
         drop(out);
         let _ = writer.await;
     }
-}
-
-fn encode_status(
-    buf: &mut Vec<u8>,
-    typ: MessageType,
-    xid: u32,
-    st: Status,
-    server: &lq6_proto::Duid,
-    requestor: Option<&lq6_proto::Duid>,
-) -> Result<(), lq6_proto::EncodeError> {
-    let mut m = lq6_proto::ClientMessage::new(typ, xid);
-    m.options.push(lq6_proto::DhcpOption::StatusCode(
-        lq6_proto::StatusCode::new(st, ""),
-    ));
-    m.options
-        .push(lq6_proto::DhcpOption::ServerId(server.clone()));
-    if let Some(r) = requestor {
-        m.options.push(lq6_proto::DhcpOption::ClientId(r.clone()));
-    }
-    lq6_proto::write_framed(buf, |b| Message::Client(m).encode(b))
 }
 
 /// The queries' side of the bounded channel to the writer.
