@@ -112,35 +112,7 @@ fn sigterm_ends_in_flight_bulk_query_with_query_terminated() {
             }
         }
     });
-    let (udp, tcp) = (free_port(), free_port());
-    let cfg = format!(
-        "[server]\nlisten = [\"[::1]:{udp}\"]\n[store]\npath = \"{}/leases.db\"\n[[links]]\nname = \"lan1\"\nprefixes = [\"2001:db8:1::/64\"]\n[[links.pd_pools]]\nprefix = \"2001:db8:100::/40\"\ndelegated_len = 56\n[leasequery.tcp]\nlisten = [\"[::1]:{tcp}\"]\n",
-        dir.path().display()
-    );
-    let cfg_path = dir.path().join("lq6.toml");
-    std::fs::write(&cfg_path, cfg).unwrap();
-    let mut child = lq6()
-        .args(["serve", "--config"])
-        .arg(&cfg_path)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    loop {
-        let l = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("serve starts");
-        if l.contains("bulk leasequery listening") {
-            break;
-        }
-    }
+    let (mut child, _udp, tcp) = serve(dir.path(), "");
     let mut s = TcpStream::connect(("::1", tcp)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let q = Message::Client(ClientMessage {
@@ -204,35 +176,11 @@ fn sigterm_ends_in_flight_bulk_query_with_query_terminated() {
 #[test]
 fn metrics_endpoint_is_served_when_configured() {
     let dir = tempfile::tempdir().unwrap();
-    let (udp, tcp, metrics) = (free_port(), free_port(), free_port());
-    let cfg = format!(
-        "[server]\nlisten = [\"[::1]:{udp}\"]\n[store]\npath = \"{}/leases.db\"\n[[links]]\nname = \"lan1\"\nprefixes = [\"2001:db8:1::/64\"]\n[leasequery.tcp]\nlisten = [\"[::1]:{tcp}\"]\n[metrics]\nlisten = \"[::1]:{metrics}\"\n",
-        dir.path().display()
+    let metrics = free_port();
+    let (mut child, _udp, tcp) = serve(
+        dir.path(),
+        &format!("[metrics]\nlisten = \"[::1]:{metrics}\"\n"),
     );
-    let cfg_path = dir.path().join("lq6.toml");
-    std::fs::write(&cfg_path, cfg).unwrap();
-    let mut child = lq6()
-        .args(["serve", "--config"])
-        .arg(&cfg_path)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    loop {
-        let l = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("serve starts");
-        if l.contains("bulk leasequery listening") {
-            break;
-        }
-    }
     // One bulk connection, so the gauge and counters move.
     let _c = TcpStream::connect(("::1", tcp)).unwrap();
     std::thread::sleep(Duration::from_millis(200));
@@ -255,20 +203,13 @@ fn metrics_endpoint_is_served_when_configured() {
     }
 }
 
-/// Starts `lq6 serve` on free ports over a store pre-filled by `fill`;
-/// returns the child and the UDP and TCP ports.
-fn serve_with_store(
-    dir: &std::path::Path,
-    fill: impl FnOnce(&SqliteStore),
-) -> (std::process::Child, u16, u16) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = SqliteStore::open(dir.join("leases.db")).unwrap();
-    fill(&store);
-    drop(store);
-    drop(rt);
+/// Starts `lq6 serve` over the lease store in `dir` (link lan1, PD pool
+/// 2001:db8:100::/40) on free ports, with `extra` TOML appended; returns once
+/// the bulk listener is up, with the UDP and TCP ports.
+fn serve(dir: &std::path::Path, extra: &str) -> (std::process::Child, u16, u16) {
     let (udp, tcp) = (free_port(), free_port());
     let cfg = format!(
-        "[server]\nlisten = [\"[::1]:{udp}\"]\n[store]\npath = \"{}/leases.db\"\n[[links]]\nname = \"lan1\"\nprefixes = [\"2001:db8:1::/64\"]\n[[links.pd_pools]]\nprefix = \"2001:db8:100::/40\"\ndelegated_len = 56\n[leasequery.tcp]\nlisten = [\"[::1]:{tcp}\"]\n",
+        "[server]\nlisten = [\"[::1]:{udp}\"]\n[store]\npath = \"{}/leases.db\"\n[[links]]\nname = \"lan1\"\nprefixes = [\"2001:db8:1::/64\"]\n[[links.pd_pools]]\nprefix = \"2001:db8:100::/40\"\ndelegated_len = 56\n[leasequery.tcp]\nlisten = [\"[::1]:{tcp}\"]\n{extra}",
         dir.display()
     );
     let cfg_path = dir.join("lq6.toml");
@@ -303,7 +244,8 @@ fn lq6_query_against_lq6_serve() {
     let dir = tempfile::tempdir().unwrap();
     let now = lq6_store::unix_now();
     let rid = Duid::en(2495, &[0x0a, 0x0b, 0x0c, 0x0d]);
-    let (mut child, udp, tcp) = serve_with_store(dir.path(), |store| {
+    {
+        let store = SqliteStore::open(dir.path().join("leases.db")).unwrap();
         tokio::runtime::Runtime::new().unwrap().block_on(async {
             for i in 0..3u8 {
                 let mut u = ClientUpdate::new(
@@ -337,7 +279,8 @@ fn lq6_query_against_lq6_serve() {
                 store.commit(u).await.unwrap();
             }
         });
-    });
+    }
+    let (mut child, udp, tcp) = serve(dir.path(), "");
     let q = |args: &[&str]| {
         let mut c = lq6();
         c.args(["query", "--server", "::1"]);
