@@ -21,10 +21,10 @@ pub async fn lookup(store: &dyn LeaseStore, r: &Request, now: u64) -> Result<Sou
     let keep = |b: &Binding| has_live_lease(b, now) && in_window(b, r);
     Ok(match &r.target {
         Target::Address { addr, link } => {
+            // by_address returns only Active leases (LeaseStore contract).
             let found = store.by_address(*addr).await?;
             Source::Few(
                 found
-                    .map(Binding::active_only)
                     .filter(|b| link.as_ref().is_none_or(|l| &b.client.link == l))
                     .filter(keep)
                     .into_iter()

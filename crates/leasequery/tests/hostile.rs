@@ -12,6 +12,23 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// A requestor whose big answer (relay 1) is in flight and which reads only the REPLY.
+async fn busy_requestor(s: &Server, xid: u32) -> Client {
+    let mut c = Client::connect(s.addr).await;
+    let q = query(
+        xid,
+        QueryType::ByRelayId,
+        Ipv6Addr::UNSPECIFIED,
+        vec![DhcpOption::RelayId(relay_id(1))],
+    );
+    c.send(&q).await;
+    assert_eq!(
+        c.recv().await.unwrap().msg_type,
+        MessageType::LEASEQUERY_REPLY
+    );
+    c
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_half_frame_and_bare_size_prefix_close_within_timeout() {
     let s = start(test_config(), &[("lan1", 2, 3)]).await;
@@ -113,19 +130,7 @@ async fn busy_connections_are_kept_and_the_newcomer_is_refused() {
     // Two requestors with big answers that they do not read: both busy.
     let mut busy = Vec::new();
     for xid in 1..=2 {
-        let mut c = Client::connect(s.addr).await;
-        c.send(&query(
-            xid,
-            QueryType::ByRelayId,
-            Ipv6Addr::UNSPECIFIED,
-            vec![DhcpOption::RelayId(relay_id(1))],
-        ))
-        .await;
-        assert_eq!(
-            c.recv().await.unwrap().msg_type,
-            MessageType::LEASEQUERY_REPLY
-        );
-        busy.push(c);
+        busy.push(busy_requestor(&s, xid).await);
     }
     let newcomer = TcpStream::connect(s.addr).await.unwrap();
     let d = closed_after(newcomer).await;
@@ -198,19 +203,7 @@ async fn per_requestor_connection_limit() {
     // Two busy connections (big answers, not read) use up this requestor's share.
     let mut busy = Vec::new();
     for xid in 1..=2 {
-        let mut c = Client::connect(s.addr).await;
-        c.send(&query(
-            xid,
-            QueryType::ByRelayId,
-            Ipv6Addr::UNSPECIFIED,
-            vec![DhcpOption::RelayId(relay_id(1))],
-        ))
-        .await;
-        assert_eq!(
-            c.recv().await.unwrap().msg_type,
-            MessageType::LEASEQUERY_REPLY
-        );
-        busy.push(c);
+        busy.push(busy_requestor(&s, xid).await);
     }
     let third = TcpStream::connect(s.addr).await.unwrap();
     assert!(
