@@ -108,17 +108,45 @@ async fn idle_connections_cannot_lock_out_requestors() {
         m.connections_open.load(Relaxed) <= 10,
         "BULK_LQ_MAX_CONNS respected"
     );
-    // Every admission beyond the cap made room by evicting an idle connection,
-    // except where a peer had already closed (the test drops its oldest sockets,
-    // sometimes before the server accepted them).
-    let (ev, acc, open) = (
+    let (ev, acc) = (
         m.connections_evicted_idle.load(Relaxed),
         m.connections_accepted.load(Relaxed),
-        m.connections_open.load(Relaxed) as u64,
     );
     assert_eq!(acc, 1012, "every attempt was admitted: none locked out");
-    assert!(ev >= 900, "idle eviction made the room ({ev} evictions)");
-    assert!(ev + open <= acc);
+    // The test still holds its last 50 sockets, all silent. With the data timeout
+    // at 60 s only idle eviction can have closed them, and at most 10 may stay open.
+    // (Sockets the test dropped earlier may have closed before the server got to
+    // them, so the total eviction count depends on timing; these 50 do not.)
+    let held = silent.len();
+    let closed = closed_within(silent, Duration::from_secs(1)).await;
+    assert!(
+        closed + 10 >= held,
+        "only {closed} of {held} idle sockets were closed by the server"
+    );
+    assert!(
+        ev >= closed as u64,
+        "{closed} closed but {ev} evictions counted"
+    );
+    assert!(ev + m.connections_open.load(Relaxed) as u64 <= acc);
+}
+
+/// How many of `socks` the server closes within `wait` (checked concurrently).
+async fn closed_within(socks: Vec<TcpStream>, wait: Duration) -> usize {
+    let mut set = tokio::task::JoinSet::new();
+    for mut s in socks {
+        set.spawn(async move {
+            let mut b = [0u8; 64];
+            matches!(
+                tokio::time::timeout(wait, s.read(&mut b)).await,
+                Ok(Ok(0)) | Ok(Err(_))
+            )
+        });
+    }
+    let mut n = 0;
+    while let Some(r) = set.join_next().await {
+        n += usize::from(r.unwrap_or(false));
+    }
+    n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
