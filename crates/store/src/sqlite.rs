@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::Read;
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -149,6 +149,20 @@ struct Inner {
     reader_free: std::sync::Condvar,
     opts: SqliteOptions,
     writer: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<WriteStats>,
+}
+
+/// Counters of the group-commit pipeline, for benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct WriteStats {
+    /// Transactions committed (one per group).
+    pub groups: AtomicU64,
+    /// Commands (commits, batches, expiry runs) carried by those groups.
+    pub commands: AtomicU64,
+    /// fsyncs of the write-ahead log.
+    pub fsyncs: AtomicU64,
+    /// Total time spent in those fsyncs, in microseconds.
+    pub fsync_micros: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -448,6 +462,8 @@ impl SqliteStore {
         let max_group = opts.max_group.max(1);
         let poisoned = Arc::new(AtomicBool::new(false));
         let inflight = Arc::new(AtomicUsize::new(0));
+        let stats = Arc::new(WriteStats::default());
+        let wstats = stats.clone();
         let (sync_tx, sync_rx) = std::sync::mpsc::channel();
         let syncer = Syncer {
             wal: {
@@ -458,6 +474,7 @@ impl SqliteStore {
             file: None,
             poisoned: poisoned.clone(),
             inflight: inflight.clone(),
+            stats: stats.clone(),
             wake: tx.downgrade(),
         };
         let shandle = std::thread::Builder::new()
@@ -472,6 +489,7 @@ impl SqliteStore {
                     seq: seq as u64,
                     sync_tx,
                     inflight,
+                    stats: wstats,
                     poisoned,
                 }
                 .run(rx, max_group);
@@ -491,8 +509,14 @@ impl SqliteStore {
                 reader_free: std::sync::Condvar::new(),
                 opts,
                 writer: Mutex::new(Some(handle)),
+                stats,
             }),
         })
+    }
+
+    /// Group-commit counters since the store was opened.
+    pub fn write_stats(&self) -> &WriteStats {
+        &self.inner.stats
     }
 
     /// The store file.
@@ -706,25 +730,6 @@ fn load_by_id(conn: &Connection, id: i64) -> Result<Option<Binding>> {
     }
 }
 
-fn find_addr(conn: &Connection, addr: Ipv6Addr) -> Result<Option<(Ipv6Addr, Ipv6Addr, i64)>> {
-    let mut st = conn.prepare_cached(
-        "SELECT start, \"end\", client FROM addr WHERE start <= ?1 ORDER BY start DESC LIMIT 1",
-    )?;
-    let row = st
-        .query_row([a16(addr)], |r| {
-            Ok((
-                r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })
-        .optional()?;
-    match row {
-        Some((s, e, c)) => Ok(Some((addr_from(&s)?, addr_from(&e)?, c))),
-        None => Ok(None),
-    }
-}
-
 #[async_trait::async_trait]
 impl LeaseStore for SqliteStore {
     async fn commit(&self, update: ClientUpdate) -> Result<CommitInfo> {
@@ -933,6 +938,7 @@ struct Writer {
     sync_tx: std::sync::mpsc::Sender<Vec<Reply>>,
     /// Groups committed and handed to the syncer but not yet fsynced.
     inflight: Arc<AtomicUsize>,
+    stats: Arc<WriteStats>,
     /// Set by the syncer when an fsync failed: nothing can be acknowledged any more.
     poisoned: Arc<AtomicBool>,
 }
@@ -965,6 +971,10 @@ impl Reply {
     }
 }
 
+/// Committed groups the writer lets wait for the syncer: the one being fsynced plus one written
+/// ahead. More would only make smaller groups wait just as long.
+const PIPELINE_DEPTH: usize = 2;
+
 const POISONED: &str = "an earlier fsync of the write-ahead log failed; reopen the store";
 
 /// The syncer: fsyncs the WAL once for every group committed since its last fsync, then answers them.
@@ -981,7 +991,8 @@ struct Syncer {
     poisoned: Arc<AtomicBool>,
     /// Groups handed over and not yet answered (shared with the writer).
     inflight: Arc<AtomicUsize>,
-    /// Wakes the writer when the syncer becomes idle (weak: does not keep the store open).
+    stats: Arc<WriteStats>,
+    /// Wakes the writer when the pipeline has room again (weak: does not keep the store open).
     wake: mpsc::WeakSender<Cmd>,
 }
 
@@ -993,11 +1004,16 @@ impl Syncer {
                 groups.push(g);
             }
             let k = groups.len();
+            let t0 = std::time::Instant::now();
             let r = if self.poisoned.load(Ordering::Acquire) {
                 Err(POISONED.to_owned())
             } else {
                 self.sync()
             };
+            self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .fsync_micros
+                .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
             match r {
                 Ok(()) => groups.into_iter().flatten().for_each(Reply::send),
                 Err(msg) => {
@@ -1006,7 +1022,8 @@ impl Syncer {
                     groups.into_iter().flatten().for_each(|r| r.fail(&msg));
                 }
             }
-            if self.inflight.fetch_sub(k, Ordering::AcqRel) == k {
+            let before = self.inflight.fetch_sub(k, Ordering::AcqRel);
+            if before >= PIPELINE_DEPTH && before - k < PIPELINE_DEPTH {
                 if let Some(w) = self.wake.upgrade() {
                     let _ = w.try_send(Cmd::Synced);
                 }
@@ -1039,9 +1056,10 @@ impl Syncer {
 
 impl Writer {
     /// Group commit, pipelined with the syncer: commands are applied as they arrive inside one open
-    /// transaction, which is committed as soon as the syncer is idle (or the group is full). So while
-    /// the disk flushes one group, the next one accumulates (its pages written to the WAL once), and
-    /// every fsync covers everything that arrived meanwhile.
+    /// transaction, which is committed as soon as the syncer is idle, or the group is full, or no
+    /// more commands are waiting while the syncer has only one group in hand. So while the disk
+    /// flushes one group, the next one accumulates (its pages written to the WAL once) and is
+    /// written out before that fsync ends, and every fsync covers everything committed before it.
     fn run(mut self, mut rx: mpsc::Receiver<Cmd>, max_group: usize) {
         let mut open: Option<(u64, Vec<Reply>)> = None;
         let mut n = 0usize;
@@ -1055,6 +1073,16 @@ impl Writer {
             let cmd = if open.is_some() {
                 match rx.try_recv() {
                     Ok(c) => Some(c),
+                    // Nothing more has arrived and the syncer has one group in hand: commit now, so
+                    // its next fsync can start the moment the current one ends.
+                    Err(mpsc::error::TryRecvError::Empty)
+                        if self.inflight.load(Ordering::Acquire) < PIPELINE_DEPTH =>
+                    {
+                        let (seq0, replies) = open.take().expect("checked");
+                        self.commit(seq0, replies);
+                        n = 0;
+                        continue;
+                    }
                     Err(mpsc::error::TryRecvError::Empty) => rx.blocking_recv(),
                     Err(mpsc::error::TryRecvError::Disconnected) => None,
                 }
@@ -1086,23 +1114,65 @@ impl Writer {
                 open = Some((self.seq, Vec::new()));
             }
             let replies = &mut open.as_mut().expect("opened above").1;
-            match cmd {
+            // A command whose write failed: its reply and the error that aborts the group.
+            let aborted: Option<(Reply, StoreError)> = match cmd {
                 Cmd::Commit(u, tx) => {
                     n += 1;
-                    let r = self.apply_sp(&u);
-                    replies.push(Reply::One(tx, r));
+                    match self.apply(&u) {
+                        Ok(ci) => {
+                            replies.push(Reply::One(tx, Ok(ci)));
+                            None
+                        }
+                        Err(ApplyError::Refused(e)) => {
+                            replies.push(Reply::One(tx, Err(e)));
+                            None
+                        }
+                        // The reply is failed with the rest of the group below.
+                        Err(ApplyError::Aborted(e)) => {
+                            let r = Err(StoreError::CommitFailed(String::new()));
+                            Some((Reply::One(tx, r), e))
+                        }
+                    }
                 }
                 Cmd::Batch(us, tx) => {
                     n += us.len();
-                    let rs = us.iter().map(|u| self.apply_sp(u)).collect();
-                    replies.push(Reply::Many(tx, rs));
+                    let mut rs = Vec::with_capacity(us.len());
+                    let mut abort = None;
+                    for u in &us {
+                        match self.apply(u) {
+                            Ok(ci) => rs.push(Ok(ci)),
+                            Err(ApplyError::Refused(e)) => rs.push(Err(e)),
+                            Err(ApplyError::Aborted(e)) => {
+                                abort = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    match abort {
+                        None => {
+                            replies.push(Reply::Many(tx, rs));
+                            None
+                        }
+                        Some(e) => Some((Reply::Many(tx, rs), e)),
+                    }
                 }
                 Cmd::Expire(now, limit, tx) => {
                     n += limit;
-                    let r = self.expire(now, limit);
-                    replies.push(Reply::Expire(tx, r));
+                    match self.expire(now, limit) {
+                        Ok(k) => {
+                            replies.push(Reply::Expire(tx, Ok(k)));
+                            None
+                        }
+                        Err(e) => Some((Reply::Expire(tx, Ok(0)), e)),
+                    }
                 }
-                Cmd::Synced => {}
+                Cmd::Synced => None,
+            };
+            if let Some((reply, e)) = aborted {
+                let (seq0, mut replies) = open.take().expect("opened above");
+                replies.push(reply);
+                self.abort(seq0, replies, &e.to_string());
+                n = 0;
             }
         }
         let _ = self.conn.execute_batch("PRAGMA optimize;");
@@ -1117,6 +1187,10 @@ impl Writer {
             .and_then(|mut s| s.execute([]));
         match r.map(|_| ()) {
             Ok(()) => {
+                self.stats.groups.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .commands
+                    .fetch_add(replies.len() as u64, Ordering::Relaxed);
                 self.inflight.fetch_add(1, Ordering::AcqRel);
                 if let Err(std::sync::mpsc::SendError(replies)) = self.sync_tx.send(replies) {
                     self.inflight.fetch_sub(1, Ordering::AcqRel);
@@ -1125,37 +1199,35 @@ impl Writer {
                         .for_each(|r| r.fail("syncer thread gone"));
                 }
             }
-            Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                self.seq = seq0;
-                let msg = e.to_string();
-                for r in replies {
-                    r.fail(&msg);
-                }
-            }
-        }
-    }
-    /// Apply one update inside a savepoint so that a failure leaves nothing of it.
-    fn apply_sp(&mut self, u: &ClientUpdate) -> Result<CommitInfo> {
-        let seq0 = self.seq;
-        self.conn.prepare_cached("SAVEPOINT u")?.execute([])?;
-        match self.apply(u) {
-            Ok(ci) => {
-                self.conn.prepare_cached("RELEASE u")?.execute([])?;
-                Ok(ci)
-            }
-            Err(e) => {
-                self.seq = seq0;
-                self.conn.prepare_cached("ROLLBACK TO u")?.execute([])?;
-                self.conn.prepare_cached("RELEASE u")?.execute([])?;
-                Err(e)
-            }
+            Err(e) => self.abort(seq0, replies, &e.to_string()),
         }
     }
 
-    fn apply(&mut self, u: &ClientUpdate) -> Result<CommitInfo> {
+    /// Roll the open transaction back and fail every command of the group: none was acknowledged,
+    /// and none of them is left half-written.
+    fn abort(&mut self, seq0: u64, replies: Vec<Reply>, msg: &str) {
+        tracing::error!(
+            "lease store: write failed, group of {} rolled back: {msg}",
+            replies.len()
+        );
+        let _ = self.conn.execute_batch("ROLLBACK");
+        self.seq = seq0;
+        for r in replies {
+            r.fail(msg);
+        }
+    }
+    /// Apply one update. Everything that can refuse it (validation, an address held by another
+    /// binding) is checked before the first write, so a refusal leaves nothing behind without a
+    /// savepoint per update (which cost a copy of every page touched). A failure while writing can
+    /// only be SQLite's own, and it aborts the whole group.
+    fn apply(&mut self, u: &ClientUpdate) -> std::result::Result<CommitInfo, ApplyError> {
+        let (existing, plan) = self.check(u).map_err(ApplyError::Refused)?;
+        self.write(u, existing, plan).map_err(ApplyError::Aborted)
+    }
+
+    /// The read-only half of [`Writer::apply`]: the stored binding, the plan, and the conflict check.
+    fn check(&mut self, u: &ClientUpdate) -> Result<(Option<i64>, Plan)> {
         let c = &self.conn;
-        let now = u.now.unwrap_or_else(crate::unix_now);
         let existing: Option<(i64, Vec<u8>)> = c
             .prepare_cached("SELECT id, data FROM client WHERE duid = ?1 AND link = ?2")?
             .query_row(params![u.duid, u.link], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -1165,6 +1237,47 @@ impl Writer {
             None => None,
         };
         let plan: Plan = record::plan(old.as_ref().map(|(r, l)| (r, l.as_slice())), u)?;
+        let id = existing.map(|(id, _)| id);
+        // The ranges to write must not overlap each other (they are sorted by start) ...
+        for w in plan.addr_put.windows(2) {
+            if w[0].end >= w[1].start {
+                return Err(StoreError::Conflict { addr: w[1].start });
+            }
+        }
+        // ... nor any stored range, except this binding's own row at the same start or one that
+        // this update deletes.
+        let mut st = c.prepare_cached(
+            "SELECT start, \"end\", client FROM addr WHERE start <= ?1 ORDER BY start DESC",
+        )?;
+        for a in &plan.addr_put {
+            let mut rows = st.query([a16(a.end)])?;
+            // Stored ranges never overlap, so the first one starting at or below a.start is the last
+            // that can reach into a.
+            while let Some(r) = rows.next()? {
+                let blob = |i| {
+                    r.get_ref(i)?
+                        .as_blob()
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))
+                };
+                let s = addr_from(blob(0)?)?;
+                let e = addr_from(blob(1)?)?;
+                let holder: i64 = r.get(2)?;
+                let own = Some(holder) == id && (s == a.start || plan.addr_del.contains(&s));
+                if e >= a.start && !own {
+                    return Err(StoreError::Conflict { addr: a.start });
+                }
+                if s <= a.start {
+                    break;
+                }
+            }
+        }
+        Ok((id, plan))
+    }
+
+    /// The writing half of [`Writer::apply`]; an error here leaves the transaction half-written.
+    fn write(&mut self, u: &ClientUpdate, existing: Option<i64>, plan: Plan) -> Result<CommitInfo> {
+        let c = &self.conn;
+        let now = u.now.unwrap_or_else(crate::unix_now);
         self.seq += 1;
         let seq = self.seq;
         let (rent, rid) = match u.relay.as_ref().and_then(|r| r.remote_id.as_ref()) {
@@ -1173,8 +1286,8 @@ impl Writer {
         };
         let la = a16(u.link_address);
         let cltt = u.cltt.min(i64::MAX as u64) as i64;
-        let id = match &existing {
-            Some((id, _)) => {
+        let id = match existing {
+            Some(id) => {
                 c.prepare_cached(
                     "UPDATE client SET link_address=?2, cltt=?3, changed_seq=?4, changed_at=?5, n_active=?6,
                      n_leases=?7, remote_ent=?8, remote_id=?9, data=?10 WHERE id=?1",
@@ -1191,7 +1304,7 @@ impl Writer {
                     rid,
                     plan.data
                 ])?;
-                *id
+                id
             }
             None => {
                 c.prepare_cached(
@@ -1227,13 +1340,6 @@ impl Writer {
                  expires_at=excluded.expires_at WHERE client = excluded.client",
             )?;
             for a in &plan.addr_put {
-                // Overlap check: the range with the largest start <= our end is the only candidate,
-                // because active ranges never overlap.
-                if let Some((s, e, holder)) = find_addr(c, a.end)? {
-                    if e >= a.start && (holder != id || s != a.start) {
-                        return Err(StoreError::Conflict { addr: a.start });
-                    }
-                }
                 let n = put.execute(params![
                     a16(a.start),
                     a16(a.end),
@@ -1242,7 +1348,11 @@ impl Writer {
                     a.expires_at as i64
                 ])?;
                 if n == 0 {
-                    return Err(StoreError::Conflict { addr: a.start });
+                    // check() saw no other holder, and nothing else writes meanwhile.
+                    return Err(StoreError::Corrupt(format!(
+                        "address row {} changed holder during a write",
+                        a.start
+                    )));
                 }
             }
         }
@@ -1317,11 +1427,22 @@ impl Writer {
                 merge: LeaseMerge::Replace,
                 now: Some(now),
             };
-            self.apply_sp(&u)?;
-            n += changed;
+            match self.apply(&u) {
+                Ok(_) => n += changed,
+                Err(ApplyError::Refused(e) | ApplyError::Aborted(e)) => return Err(e),
+            }
         }
         Ok(n)
     }
+}
+
+/// Why one command of a group failed.
+enum ApplyError {
+    /// Refused before anything was written (invalid, or an address held by another binding): only
+    /// this update fails.
+    Refused(StoreError),
+    /// SQLite failed while writing: the open transaction is rolled back and the whole group fails.
+    Aborted(StoreError),
 }
 
 fn fail(c: Cmd, msg: &str) {

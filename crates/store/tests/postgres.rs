@@ -7,7 +7,7 @@ use std::sync::Arc;
 use common::pg;
 use lq6_store::{LeaseStore, StoreError};
 
-conformance!(pg::fresh; commit_and_lookup, merge_and_replace, conflicts, concurrent_conflicts, bulk_queries,
+conformance!(pg::fresh; commit_and_lookup, merge_and_replace, conflicts, own_ranges, concurrent_conflicts, bulk_queries,
     changes_and_expiry, ranges, batch, concurrent_writers, page_visit);
 
 /// Two servers (two stores, two pools) on one database race for the same addresses and prefixes.

@@ -13,7 +13,7 @@ async fn mk(_name: &str) -> Option<(Arc<dyn LeaseStore>, tempfile::TempDir)> {
     Some((Arc::new(store), dir))
 }
 
-conformance!(mk; commit_and_lookup, merge_and_replace, conflicts, concurrent_conflicts, bulk_queries,
+conformance!(mk; commit_and_lookup, merge_and_replace, conflicts, own_ranges, concurrent_conflicts, bulk_queries,
     changes_and_expiry, ranges, batch, concurrent_writers, page_visit);
 
 #[tokio::test]

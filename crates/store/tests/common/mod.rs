@@ -289,6 +289,59 @@ pub async fn conflicts(s: Arc<dyn LeaseStore>) {
     assert!(matches!(e, Err(StoreError::Conflict { .. })));
 }
 
+/// A binding may replace its own range with one that overlaps it (a prefix grown or shrunk), but
+/// one update may not hold two overlapping ranges; a refused update leaves nothing behind.
+pub async fn own_ranges(s: Arc<dyn LeaseStore>) {
+    let replace = |leases| ClientUpdate {
+        merge: LeaseMerge::Replace,
+        ..upd(5, "lan", 2000, leases, None)
+    };
+    s.commit(replace(vec![pd("2001:db8:200:10::", 60, 1, 9000)]))
+        .await
+        .unwrap();
+    s.commit(replace(vec![pd("2001:db8:200::", 56, 1, 9000)]))
+        .await
+        .expect("grow the prefix over the old one");
+    let b = s
+        .by_address(a("2001:db8:200:10::1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((b.client.duid.clone(), b.leases.len()), (duid(5), 1));
+    assert_eq!(b.leases[0].prefix_len, 56);
+    s.commit(replace(vec![pd("2001:db8:200:20::", 60, 1, 9000)]))
+        .await
+        .expect("shrink it to a prefix inside");
+    assert!(s
+        .by_address(a("2001:db8:200:10::1"))
+        .await
+        .unwrap()
+        .is_none());
+    let before = s.stats().await.unwrap();
+    for leases in [
+        vec![
+            pd("2001:db8:300::", 56, 1, 9000),
+            pd("2001:db8:300:40::", 60, 2, 9000),
+        ],
+        vec![
+            pd("2001:db8:300::", 56, 1, 9000),
+            na("2001:db8:300:ff::1", 2, 9000),
+        ],
+    ] {
+        let e = s.commit(upd(6, "lan", 2001, leases, None)).await;
+        assert!(
+            matches!(e, Err(StoreError::Conflict { .. } | StoreError::Invalid(_))),
+            "{e:?}"
+        );
+    }
+    assert_eq!(
+        s.stats().await.unwrap(),
+        before,
+        "nothing of a refused update"
+    );
+    assert!(s.by_client(&duid(6), None).await.unwrap().is_empty());
+}
+
 pub async fn concurrent_conflicts(s: Arc<dyn LeaseStore>) {
     // 16 clients race for 4 addresses: each address ends up with exactly one holder.
     let mut tasks = Vec::new();
