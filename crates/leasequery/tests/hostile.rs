@@ -1,27 +1,33 @@
 //! Hostile requestors (RFC 5460 §5.6, §7.3, §7.4, §8). Through each, a
 //! legitimate requestor is still served, connections that must close do so
-//! within BULK_LQ_DATA_TIMEOUT (1 s here), and buffering stays bounded.
+//! within BULK_LQ_DATA_TIMEOUT (1 s where that is the subject), and buffering
+//! stays bounded.
 
 mod support;
 
 use lq6_proto::*;
 use std::net::Ipv6Addr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A requestor whose big answer (relay 1) is in flight and which reads only the REPLY.
+/// Slack on top of what the server is expected to take to close a connection:
+/// "at once" means within this, "within the timeout" means within timeout + this.
+/// A loaded CI machine can stall a test for a while; a broken server that waits
+/// for BULK_LQ_DATA_TIMEOUT (30 s in these tests) or never closes still fails.
+const SLACK: Duration = Duration::from_secs(5);
+
+/// Bindings behind relay 1 in the busy-requestor tests (see [`fill_bulky`]).
+const BUSY_BINDINGS: u32 = 10_000;
+
+/// A requestor whose big answer (relay 1, filled by [`fill_bulky`]) is in flight and
+/// which reads only the REPLY. The answer (over 20 MB) cannot fit in the socket
+/// buffers, so the query stays in flight until this requestor reads again.
 async fn busy_requestor(s: &Server, xid: u32) -> Client {
     let mut c = Client::connect(s.addr).await;
-    let q = query(
-        xid,
-        QueryType::ByRelayId,
-        Ipv6Addr::UNSPECIFIED,
-        vec![DhcpOption::RelayId(relay_id(1))],
-    );
-    c.send(&q).await;
+    c.send(&bulky_query(xid, 1)).await;
     assert_eq!(
         c.recv().await.unwrap().msg_type,
         MessageType::LEASEQUERY_REPLY
@@ -31,7 +37,13 @@ async fn busy_requestor(s: &Server, xid: u32) -> Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_half_frame_and_bare_size_prefix_close_within_timeout() {
-    let s = start(test_config(), &[("lan1", 2, 3)]).await;
+    let mut cfg = test_config();
+    cfg.tcp.data_timeout_secs = 1;
+    let timeout = Duration::from_secs(1);
+    let s = start(cfg, &[("lan1", 2, 3)]).await;
+    // Measured from before the connects: each must close within the timeout
+    // (plus slack for a loaded machine), not merely some time after it.
+    let t0 = Instant::now();
     let silent = TcpStream::connect(s.addr).await.unwrap();
     let mut half = TcpStream::connect(s.addr).await.unwrap();
     half.write_all(&[0, 100, 14, 0, 0, 1, 0, 1]).await.unwrap();
@@ -43,10 +55,11 @@ async fn silent_half_frame_and_bare_size_prefix_close_within_timeout() {
         ("half frame", half),
         ("size prefix only", bare),
     ] {
-        let d = closed_after(c).await;
+        closed_after(c).await;
+        let d = t0.elapsed();
         assert!(
-            d <= Duration::from_millis(2500),
-            "{name} closed after {d:?}, timeout is 1 s"
+            d <= timeout + SLACK,
+            "{name} closed {d:?} after connecting, timeout is {timeout:?}"
         );
     }
     assert!(s.responder.metrics().timeouts_idle.load(Relaxed) >= 3);
@@ -73,10 +86,7 @@ async fn garbage_and_oversized_frames_close_at_once() {
         let mut c = TcpStream::connect(s.addr).await.unwrap();
         c.write_all(&bytes).await.unwrap();
         let d = closed_after(c).await;
-        assert!(
-            d < Duration::from_secs(2),
-            "garbage {bytes:02x?} kept open {d:?}"
-        );
+        assert!(d < SLACK, "garbage {bytes:02x?} kept open {d:?}");
     }
     assert!(s.responder.metrics().protocol_errors.load(Relaxed) >= 4);
     legit_is_served(&s).await;
@@ -104,9 +114,13 @@ async fn idle_connections_cannot_lock_out_requestors() {
     }
     legit_is_served(&s).await;
     let m = s.responder.metrics();
+    // The gauge drops when an evicted connection's task has finished, which on a
+    // loaded machine can lag the admission that evicted it.
+    let open_ok = eventually(|| m.connections_open.load(Relaxed) <= 10).await;
     assert!(
-        m.connections_open.load(Relaxed) <= 10,
-        "BULK_LQ_MAX_CONNS respected"
+        open_ok,
+        "BULK_LQ_MAX_CONNS respected ({} open)",
+        m.connections_open.load(Relaxed)
     );
     let (ev, acc) = (
         m.connections_evicted_idle.load(Relaxed),
@@ -118,7 +132,7 @@ async fn idle_connections_cannot_lock_out_requestors() {
     // (Sockets the test dropped earlier may have closed before the server got to
     // them, so the total eviction count depends on timing; these 50 do not.)
     let held = silent.len();
-    let closed = closed_within(silent, Duration::from_secs(1)).await;
+    let closed = closed_within(silent, SLACK).await;
     assert!(
         closed + 10 >= held,
         "only {closed} of {held} idle sockets were closed by the server"
@@ -128,6 +142,18 @@ async fn idle_connections_cannot_lock_out_requestors() {
         "{closed} closed but {ev} evictions counted"
     );
     assert!(ev + m.connections_open.load(Relaxed) as u64 <= acc);
+}
+
+/// Whether `f` holds within [`SLACK`] (polled).
+async fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while !f() {
+        if t.elapsed() > SLACK {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
 }
 
 /// How many of `socks` the server closes within `wait` (checked concurrently).
@@ -154,7 +180,8 @@ async fn busy_connections_are_kept_and_the_newcomer_is_refused() {
     let mut cfg = test_config();
     cfg.tcp.max_connections = 2;
     cfg.tcp.data_timeout_secs = 30;
-    let s = start(cfg, &[("lan1", 1, 30_000), ("lan1", 2, 3)]).await;
+    let s = start(cfg, &[("lan1", 2, 3)]).await;
+    fill_bulky(&s.store, 1, BUSY_BINDINGS).await;
     // Two requestors with big answers that they do not read: both busy.
     let mut busy = Vec::new();
     for xid in 1..=2 {
@@ -162,7 +189,7 @@ async fn busy_connections_are_kept_and_the_newcomer_is_refused() {
     }
     let newcomer = TcpStream::connect(s.addr).await.unwrap();
     let d = closed_after(newcomer).await;
-    assert!(d < Duration::from_secs(2));
+    assert!(d < SLACK, "newcomer kept open {d:?}");
     assert!(
         s.responder
             .metrics()
@@ -180,7 +207,7 @@ async fn busy_connections_are_kept_and_the_newcomer_is_refused() {
             }
             n += 1;
         }
-        assert_eq!(n, 30_000);
+        assert_eq!(n, BUSY_BINDINGS);
     }
 }
 
@@ -227,7 +254,8 @@ async fn per_requestor_connection_limit() {
         max_connections: Some(2),
         max_queries: Some(1),
     });
-    let s = start(cfg, &[("lan1", 1, 30_000), ("lan1", 2, 3)]).await;
+    let s = start(cfg, &[("lan1", 2, 3)]).await;
+    fill_bulky(&s.store, 1, BUSY_BINDINGS).await;
     // Two busy connections (big answers, not read) use up this requestor's share.
     let mut busy = Vec::new();
     for xid in 1..=2 {
@@ -235,7 +263,7 @@ async fn per_requestor_connection_limit() {
     }
     let third = TcpStream::connect(s.addr).await.unwrap();
     assert!(
-        closed_after(third).await < Duration::from_secs(2),
+        closed_after(third).await < SLACK,
         "a third connection from the same requestor is refused"
     );
     assert_eq!(

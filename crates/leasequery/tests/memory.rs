@@ -45,10 +45,26 @@ async fn ten_thousand_pipelined_queries_are_read_only_as_slots_free() {
         }
     });
     // Not reading: the server must stop reading queries once its replies back up.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Wait until it has (no query read for a second), however slow the machine.
     let m = s.responder.metrics();
+    let t = Instant::now();
+    let mut read = m.queries_read.load(Relaxed);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = m.queries_read.load(Relaxed);
+        if now == read {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the server kept reading queries for 60 s ({now} read)"
+        );
+        read = now;
+    }
     // The kernel's socket buffers may swallow the whole pipeline; what matters is
-    // that the server read no more queries than it had slots for (§7.3).
+    // that the server read no more queries than it had slots for (§7.3). `read` is
+    // loaded before `finished`, so the difference is bounded even while queries
+    // still finish.
     let read = m.queries_read.load(Relaxed);
     let finished = m.queries(true, QueryType::ByRelayId, Status::Success);
     assert!(
@@ -56,7 +72,7 @@ async fn ten_thousand_pipelined_queries_are_read_only_as_slots_free() {
         "all 10,000 queries were read without the requestor reading"
     );
     assert!(
-        read - finished <= 4,
+        read.saturating_sub(finished) <= 4,
         "read {read} queries but finished only {finished}: more than the 4 slots"
     );
     let stalled_at = read;
@@ -69,11 +85,14 @@ async fn ten_thousand_pipelined_queries_are_read_only_as_slots_free() {
     use futures::StreamExt;
     let mut framed =
         tokio_util::codec::FramedRead::new(&mut rd, lq6_proto::framing::LqFrameCodec::default());
+    // Up to a few hundred complete answers may sit in the socket buffers, so keep
+    // reading until the server has read a query past the stall (it must: every
+    // answer read frees room for the ones in flight to finish).
     let mut done = 0u32;
-    while done < 200 {
+    while done < 200 || m.queries_read.load(Relaxed) <= stalled_at {
         let f = tokio::time::timeout(Duration::from_secs(20), framed.next())
             .await
-            .unwrap()
+            .expect("the server resumed reading queries and answering")
             .unwrap()
             .unwrap();
         if let Message::Client(c) = Message::decode(&f).unwrap() {
@@ -82,10 +101,6 @@ async fn ten_thousand_pipelined_queries_are_read_only_as_slots_free() {
             }
         }
     }
-    assert!(
-        m.queries_read.load(Relaxed) > stalled_at,
-        "the server resumed reading queries"
-    );
     assert!(sent.load(Relaxed) > 0);
     assert!(m.buffered_bytes_high_water.load(Relaxed) <= bound);
     writer.abort();
@@ -131,17 +146,18 @@ async fn requestor_that_never_reads_a_huge_answer() {
         "resident memory grew {grew} KiB while the requestor stalled"
     );
     // The blocked write hits BULK_LQ_DATA_TIMEOUT (3 s) and the connection closes.
+    // Allow generous slack for a loaded machine: a writer that never times out
+    // (or waits for the default 300 s) still fails.
     while m.timeouts_write.load(Relaxed) == 0 {
         assert!(
-            t.elapsed() < Duration::from_secs(8),
+            t.elapsed() < Duration::from_secs(3 + 12),
             "blocked writer not closed after its timeout"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut waited = Duration::ZERO;
-    while m.connections_open.load(Relaxed) > 0 && waited < Duration::from_secs(5) {
+    let t = Instant::now();
+    while m.connections_open.load(Relaxed) > 0 && t.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        waited += Duration::from_millis(50);
     }
     assert_eq!(m.connections_open.load(Relaxed), 0);
 }

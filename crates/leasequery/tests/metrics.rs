@@ -5,6 +5,7 @@ mod support;
 use lq6_proto::*;
 use std::net::Ipv6Addr;
 use std::sync::Arc;
+use std::time::Duration;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -40,20 +41,30 @@ async fn metrics_endpoint_reports_queries_bindings_and_refusals() {
         Arc::new(move || m.render()),
         shutdown.clone(),
     ));
-    let mut http = tokio::net::TcpStream::connect(addr).await.unwrap();
-    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    http.read_to_string(&mut body).await.unwrap();
-    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
-    for want in [
+    let wants = [
         "lq6_leasequery_queries_total{transport=\"tcp\",type=\"relay_id\",outcome=\"Success\"} 1",
         "lq6_leasequery_queries_total{transport=\"tcp\",type=\"other\",outcome=\"UnknownQueryType\"} 1",
         "lq6_leasequery_bindings_sent_total{transport=\"tcp\"} 25",
         "lq6_bulk_connections_open 1",
         "lq6_bulk_connections_accepted_total 1",
-    ] {
+    ];
+    // A query's counters move just after its DONE is queued, so on a loaded
+    // machine the first scrape can precede them: scrape until they are there.
+    let t = std::time::Instant::now();
+    let body = loop {
+        let mut http = tokio::net::TcpStream::connect(addr).await.unwrap();
+        http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = String::new();
+        http.read_to_string(&mut body).await.unwrap();
+        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+        if wants.iter().all(|w| body.contains(w)) || t.elapsed() > Duration::from_secs(10) {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for want in wants {
         assert!(body.contains(want), "missing {want:?} in\n{body}");
     }
     shutdown.cancel();

@@ -141,9 +141,14 @@ pub struct Server {
     pub dir: tempfile::TempDir,
 }
 
+/// BULK_LQ_DATA_TIMEOUT in [`test_config`]: long, so that a test that is slow
+/// between two messages on a loaded machine never loses its connection. Tests
+/// about the timeout set their own, short one.
+pub const TEST_DATA_TIMEOUT_SECS: u64 = 30;
+
 pub fn test_config() -> LeasequeryConfig {
     let mut c = LeasequeryConfig::default();
-    c.tcp.data_timeout_secs = 1;
+    c.tcp.data_timeout_secs = TEST_DATA_TIMEOUT_SECS;
     c.tcp.listen = vec![];
     c
 }
@@ -175,6 +180,67 @@ pub async fn fill(store: &Arc<dyn LeaseStore>, specs: &[(&str, u8, u32)]) {
             r.unwrap();
         }
     }
+}
+
+/// Octets of the Interface-ID in the relay chain of [`fill_bulky`]'s bindings.
+pub const BULKY_INTERFACE_ID: usize = 2000;
+
+/// Fills the store with `n` clients behind `relay` on lan1 whose stored relay chain
+/// carries a [`BULKY_INTERFACE_ID`]-octet Interface-ID. Asked for with
+/// [`bulky_query`] (LQ_RELAY_DATA), each binding is over 2 KB on the wire, so the
+/// answer for a few thousand of them is far larger than anything loopback socket
+/// buffers can hold (Linux caps the autotuned send buffer at tcp_wmem[2], 4 MiB by
+/// default): a requestor that stops reading keeps that query in flight however fast
+/// the server is, instead of only until the kernel has swallowed the whole answer.
+/// Client numbers start at 500,000, clear of [`fill`]'s.
+pub async fn fill_bulky(store: &Arc<dyn LeaseStore>, relay: u8, n: u32) {
+    let now = lq6_store::unix_now();
+    let rid = relay_id(relay);
+    let chain = Message::Relay(RelayMessage {
+        msg_type: MessageType::RELAY_FORW,
+        hop_count: 0,
+        link_address: a("2001:db8:1::1"),
+        peer_address: a("fe80::1"),
+        options: vec![
+            DhcpOption::InterfaceId(vec![7; BULKY_INTERFACE_ID]),
+            DhcpOption::RelayId(rid.clone()),
+        ],
+    })
+    .to_vec()
+    .unwrap();
+    let mut batch = Vec::new();
+    for i in 500_000..500_000 + n {
+        let mut u = update(i, "lan1", relay, now);
+        if let Some(r) = u.relay.as_mut() {
+            r.chain = chain.clone();
+        }
+        batch.push(u);
+        if batch.len() == 2_000 {
+            for r in store
+                .commit_batch(std::mem::take(&mut batch))
+                .await
+                .unwrap()
+            {
+                r.unwrap();
+            }
+        }
+    }
+    for r in store.commit_batch(batch).await.unwrap() {
+        r.unwrap();
+    }
+}
+
+/// QUERY_BY_RELAY_ID for `relay` asking for LQ_RELAY_DATA (see [`fill_bulky`]).
+pub fn bulky_query(xid: u32, relay: u8) -> Message {
+    query(
+        xid,
+        QueryType::ByRelayId,
+        Ipv6Addr::UNSPECIFIED,
+        vec![
+            DhcpOption::RelayId(relay_id(relay)),
+            DhcpOption::Oro(vec![code::LQ_RELAY_DATA]),
+        ],
+    )
 }
 
 pub async fn start_with(
