@@ -21,6 +21,9 @@ fn cfg() -> RequestorConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_queries_in_parallel_on_one_connection() {
+    // The bindings are stamped at or after `t0` (last contact 100 s before that);
+    // the answers are complete by `t1`.
+    let t0 = lq6_store::unix_now();
     let s = start(test_config(), &[("lan1", 1, 2000), ("lan2", 2, 500)]).await;
     let conn = BulkConnection::connect(s.addr, cfg()).await.unwrap();
     let q1 = conn
@@ -33,6 +36,7 @@ async fn bulk_queries_in_parallel_on_one_connection() {
         .unwrap();
     let (r1, r2) = tokio::join!(q1.collect_all(), q2.collect_all());
     let (r1, r2) = (r1.unwrap(), r2.unwrap());
+    let t1 = lq6_store::unix_now();
     assert_eq!(r1.len(), 2000);
     assert_eq!(r2.len(), 500);
     let mut ids: Vec<Duid> = r1.iter().map(|b| b.client_id.clone().unwrap()).collect();
@@ -44,7 +48,12 @@ async fn bulk_queries_in_parallel_on_one_connection() {
     assert_eq!(b.prefixes.len(), 1);
     assert_eq!(b.prefixes[0].prefix_len, 56);
     assert_eq!(b.addresses.len(), 1);
-    assert!((100..=105).contains(&b.clt_time.unwrap()));
+    let clt = b.clt_time.unwrap();
+    assert!(
+        (100..=100 + (t1 - t0) as u32).contains(&clt),
+        "clt-time {clt}, {} s after the fill",
+        t1 - t0
+    );
     let rd = b.relay_data.as_ref().expect("relay data requested");
     assert_eq!(rd.peer_address, a("2001:db8:ffff::2"));
     assert!(matches!(rd.message.as_ref(), Message::Relay(_)));
