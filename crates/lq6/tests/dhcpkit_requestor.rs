@@ -47,6 +47,28 @@ impl Netns {
         ok(&["-n", &name, "link", "set", "dk1", "up"]);
         Netns(name)
     }
+    /// Waits until `dev` has a link-local address that finished DAD (not
+    /// tentative): about 1-2 s after the link comes up, longer on a loaded machine.
+    fn wait_link_local(&self, dev: &str) {
+        let t = std::time::Instant::now();
+        loop {
+            let out = Command::new("ip")
+                .args([
+                    "-n", &self.0, "-6", "addr", "show", "dev", dev, "scope", "link",
+                ])
+                .output()
+                .expect("ip addr show");
+            let text = String::from_utf8_lossy(&out.stdout);
+            if text.contains("inet6 fe80") && !text.contains("tentative") {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "no usable link-local address on {dev} after 30 s:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     fn cmd(&self, prog: &str) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.0, prog]);
@@ -233,7 +255,7 @@ fn dhcpkit_requestor_against_lq6_serve() {
     rx.recv_timeout(Duration::from_secs(30))
         .expect("lq6 serve started");
     // Link-local addresses on the veth need DAD time before dhcpkit can bind.
-    std::thread::sleep(Duration::from_secs(2));
+    ns.wait_link_local("dk0");
 
     let c1 = format!("linklayer:1:{}", hex_of(&[2, 0, 0, 0, 0xaa, 1]));
     let c3 = format!("linklayer:1:{}", hex_of(&[2, 0, 0, 0, 0xaa, 3]));
