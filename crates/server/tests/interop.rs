@@ -257,6 +257,8 @@ fn relayed_topology(e: &mut Env, cif: &str) -> u32 {
          ip netns exec {rly} sysctl -qw net.ipv6.conf.all.forwarding=1 && \
          ip -n {srv} route add 2001:db8:1::/64 via 2001:db8:ffff::2"
     ));
+    wait_link_local(&cli, cif);
+    wait_link_local(&rly, "rly-dn");
     sh(&format!(
         "ip netns exec {rly} cat /sys/class/net/rly-dn/ifindex"
     ))
@@ -276,8 +278,30 @@ fn direct_topology(e: &mut Env, cif: &str) {
          ip -n {srv} addr add 2001:db8:ffff::1/128 dev lo && \
          ip -n {cli} link set {cif} up && ip -n {srv} link set srv0 up"
     ));
-    // Wait for link-local addresses to be usable.
-    std::thread::sleep(Duration::from_millis(300));
+    wait_link_local(&cli, cif);
+    wait_link_local(&srv, "srv0");
+}
+
+/// Waits until `dev` in namespace `ns` has a usable (not tentative) link-local
+/// address: the kernel adds it once the link is up, which takes a moment, longer
+/// on a loaded machine; a client started before then fails.
+fn wait_link_local(ns: &str, dev: &str) {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new("ip")
+            .args(["-n", ns, "-6", "addr", "show", "dev", dev, "scope", "link"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        if out.contains("inet6 fe80") && !out.contains("tentative") {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "no usable link-local address on {dev} in {ns} after 30 s:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn start_dhcrelay(e: &mut Env) {
@@ -644,7 +668,13 @@ fn perfdhcp_and_relay_ids() {
     let mut e = Env::new();
     let srv = e.add_ns("srv");
     sh(&format!("ip -n {srv} addr add 2001:db8:ffff::1/128 dev lo"));
-    e.start_server(&CONFIG.replace("interfaces = [\"srv0\"]", ""));
+    // Leases valid long past the run: with CONFIG's 10 s, a slow run would see the
+    // first ones reclaimed (every 10 s) before the store is checked below.
+    e.start_server(
+        &CONFIG
+            .replace("interfaces = [\"srv0\"]", "")
+            .replace("preferred = 5\nvalid = 10", "preferred = 300\nvalid = 600"),
+    );
     let out = Command::new("timeout")
         .args([
             "60",
@@ -665,8 +695,16 @@ fn perfdhcp_and_relay_ids() {
             "1000000",
             "-p",
             "5",
+            // A reply later than the drop time (default 1 s) counts as a drop, and
+            // one still on its way when perfdhcp exits is lost; an fsync stall on a
+            // loaded CI machine can delay replies that long. Allow 5 s for both:
+            // a server that loses exchanges still fails.
+            "-d",
+            "5",
+            "-d",
+            "5",
             "-W",
-            "500000",
+            "5000000",
             "2001:db8:ffff::1",
         ])
         .output()
