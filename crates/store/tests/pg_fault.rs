@@ -5,7 +5,7 @@
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -179,6 +179,15 @@ fn update(n: u32) -> ClientUpdate {
     u
 }
 
+/// Polls `f` every 20 ms until it holds; fails naming `what` after 60 s.
+async fn until(what: &str, f: impl Fn() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_mid_storm() {
     let Some(cluster) = setup() else { return };
@@ -197,19 +206,27 @@ async fn postgres_outage_mid_storm() {
     }
 
     // A storm of commits from 8 tasks; each records which ids were acknowledged and which failed.
+    // The counters let the test move on when the storm has done something, not after a fixed
+    // time that a loaded machine may not be given.
     let stop = Arc::new(AtomicBool::new(false));
+    let (oks, fails) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut tasks = Vec::new();
     for w in 0..8u32 {
         let s = store.clone();
         let stop = stop.clone();
+        let (oks, fails) = (oks.clone(), fails.clone());
         tasks.push(tokio::spawn(async move {
             let (mut ok, mut failed) = (Vec::new(), Vec::new());
             let mut n = 1000 + w;
             while !stop.load(Ordering::Relaxed) {
                 match s.commit(update(n)).await {
-                    Ok(_) => ok.push(n),
+                    Ok(_) => {
+                        ok.push(n);
+                        oks.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(_) => {
                         failed.push(n);
+                        fails.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 }
@@ -218,7 +235,11 @@ async fn postgres_outage_mid_storm() {
             (ok, failed)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Stop PostgreSQL mid-storm: once the storm is under way (and still running).
+    until("the storm acknowledged 40 commits", || {
+        oks.load(Ordering::Relaxed) >= 40
+    })
+    .await;
     let c2 = std::thread::spawn(move || {
         cluster.stop("immediate");
         cluster
@@ -238,7 +259,11 @@ async fn postgres_outage_mid_storm() {
         "reads fail too"
     );
     assert!(t0.elapsed() < Duration::from_secs(15));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The storm runs into the outage too before PostgreSQL comes back.
+    until("the storm saw the outage", || {
+        fails.load(Ordering::Relaxed) >= 1
+    })
+    .await;
 
     let cluster = tokio::task::spawn_blocking(move || {
         cluster.start();
@@ -259,7 +284,12 @@ async fn postgres_outage_mid_storm() {
             Err(e) => panic!("no reconnect after restart: {e}"),
         }
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // And it recovers: more acknowledged commits after the restart.
+    let before = oks.load(Ordering::Relaxed);
+    until("the storm made progress after the restart", || {
+        oks.load(Ordering::Relaxed) >= before + 8
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     let (mut ok, mut failed) = (Vec::new(), Vec::new());
     for t in tasks {
