@@ -41,7 +41,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 struct ConnState {
     in_flight: AtomicUsize,
     /// Milliseconds since the registry epoch of the last complete message
-    /// received or query finished (or the accept).
+    /// received, query finished or write completed (or the accept).
     last_activity: AtomicU64,
 }
 
@@ -265,12 +265,15 @@ impl Conn {
         let timeout = Duration::from_secs(cfg.data_timeout_secs.max(1));
         let (rd, wr) = stream.into_split();
         let (tx, rx) = mpsc::channel::<Vec<u8>>((cfg.write_buffer_bytes / CHUNK).max(1));
+        let (state, registry) = (self.state.clone(), self.registry.clone());
         let writer = tokio::spawn(write_loop(
             wr,
             rx,
             timeout,
             self.cancel.clone(),
             self.resp.clone(),
+            // A connection still delivering an answer is not idle.
+            move || state.last_activity.store(registry.now_ms(), Relaxed),
         ));
         let out = Out {
             tx,
@@ -292,12 +295,23 @@ impl Conn {
                 _ = drain.cancelled() => break End::Graceful,
             };
             // BULK_LQ_DATA_TIMEOUT: a connection with nothing in flight that
-            // completes no message within the timeout is closed.
+            // completes no message within the timeout is closed. Idle time
+            // counts from the last message or the end of the last query,
+            // whichever is later.
             let next = loop {
+                let idle = || {
+                    let last = self.state.last_activity.load(Relaxed);
+                    Duration::from_millis(self.registry.now_ms().saturating_sub(last))
+                };
+                let wait = if self.state.in_flight.load(Relaxed) == 0 {
+                    timeout.saturating_sub(idle())
+                } else {
+                    timeout
+                };
                 tokio::select! {
                     r = frames.next() => break Some(r),
-                    _ = tokio::time::sleep(timeout) => {
-                        if self.state.in_flight.load(Relaxed) == 0 {
+                    _ = tokio::time::sleep(wait) => {
+                        if self.state.in_flight.load(Relaxed) == 0 && idle() >= timeout {
                             break None;
                         }
                     }
@@ -402,8 +416,10 @@ impl Conn {
                         if let Ok(mut s) = xids.lock() {
                             s.remove(&xid);
                         }
-                        state.in_flight.fetch_sub(1, Relaxed);
+                        // Activity first: the read loop must not see the
+                        // query gone while the old activity time still stands.
                         state.last_activity.store(registry.now_ms(), Relaxed);
+                        state.in_flight.fetch_sub(1, Relaxed);
                     });
                 }
                 Err(Rejection::Discard(_)) => {
@@ -493,6 +509,7 @@ async fn write_loop(
     timeout: Duration,
     cancel: CancellationToken,
     resp: Arc<Responder>,
+    wrote: impl Fn(),
 ) {
     let m = &resp.metrics;
     loop {
@@ -507,7 +524,7 @@ async fn write_loop(
         };
         m.buffer_sub(n);
         match r {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => wrote(),
             Ok(Err(e)) => {
                 // §5.6: MUST close on a send error.
                 tracing::info!(error = %e, "bulk leasequery write failed; closing");

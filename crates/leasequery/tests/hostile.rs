@@ -311,3 +311,47 @@ async fn half_closed_requestor_still_gets_its_whole_answer() {
     }
     assert_eq!((data, done), (10_000, 2));
 }
+
+/// BULK_LQ_DATA_TIMEOUT counts idle time from the end of the last query, not
+/// from the last message received: a query that outlasts the timeout must not
+/// leave its connection to be closed at once when it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_time_counts_from_the_end_of_the_last_query() {
+    let mut cfg = test_config();
+    cfg.tcp.data_timeout_secs = 2;
+    let timeout = Duration::from_secs(2);
+    let s = start(cfg, &[("lan1", 2, 3)]).await;
+    fill_bulky(&s.store, 7, 10_000).await;
+    let mut c = Client::connect(s.addr).await;
+    let t0 = Instant::now();
+    c.send(&bulky_query(0x77, 7)).await;
+    // Read slowly at first, so that the answer takes longer than the timeout
+    // (though no single write stays blocked for long), then at full speed:
+    // the last ~6 MB (socket buffers and the server's queue) were written by
+    // the server long before the requestor reads them, and idle time counts
+    // from the server's last write.
+    let mut frames = 0u32;
+    loop {
+        let m = c.recv().await.expect("the whole answer");
+        frames += 1;
+        if m.msg_type == MessageType::LEASEQUERY_DONE {
+            break;
+        }
+        if frames < 7_000 && frames % 500 == 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let done = Instant::now();
+    assert_eq!(frames, 10_001, "REPLY, 9,999 DATA and DONE");
+    assert!(
+        done - t0 > timeout,
+        "the query must outlast the timeout ({:?})",
+        done - t0
+    );
+    let idle = closed_after(c.io.into_inner()).await;
+    assert!(
+        idle >= timeout - Duration::from_millis(300),
+        "closed {idle:?} after the query ended; the timeout is {timeout:?}"
+    );
+    assert!(idle <= timeout + SLACK, "closed only after {idle:?}");
+}
