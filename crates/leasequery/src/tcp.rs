@@ -549,6 +549,7 @@ async fn write_loop(
 /// What the page tasks of one bulk scan share.
 struct ScanCtx {
     store: Arc<dyn lq6_store::LeaseStore>,
+    scans: Arc<Semaphore>,
     q: lq6_store::Query,
     spec: DataSpec,
     xid: u32,
@@ -621,11 +622,14 @@ impl ScanCtx {
                 Err(e) => tracing::warn!(error = %e, "binding cannot be encoded; skipped"),
             }
         };
-        match self
+        // Closed only when the responder is dropped, which ends this task anyway.
+        let permit = self.scans.clone().acquire_owned().await.ok();
+        let read = self
             .store
             .page_visit(&self.q, after, size, &mut visit)
-            .await
-        {
+            .await;
+        drop(permit);
+        match read {
             Ok(next) => Ok(EncodedPage {
                 chunks,
                 tail: buf,
@@ -751,6 +755,7 @@ impl Query {
                 // are carried into the next page's task.
                 let ctx = Arc::new(ScanCtx {
                     store: r.store.clone(),
+                    scans: r.scans.clone(),
                     q,
                     spec: spec.clone(),
                     xid: req.xid,
