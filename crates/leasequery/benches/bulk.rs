@@ -433,14 +433,21 @@ async fn main() {
     println!("process RSS at the end: {:.1} MiB", mib(rss_kib()));
 }
 
-/// UDP QUERY_BY_ADDRESS, 16 outstanding, through a minimal UDP loop in
-/// front of `handle_udp` (the DHCPv6 server's loop does the same).
+/// UDP QUERY_BY_ADDRESS, 16 outstanding. The server side is one task on its
+/// own current-thread runtime in front of `answer_udp`, as in the DHCPv6
+/// server's UDP loop; the requestor is a closed loop on another thread that
+/// keeps 16 queries outstanding.
 async fn udp_by_address(r: Arc<Responder>, n: u32) {
-    let sock = Arc::new(UdpSocket::bind("[::1]:0").await.unwrap());
-    let addr = sock.local_addr().unwrap();
-    for _ in 0..2 {
-        let (sock, r) = (sock.clone(), r.clone());
-        tokio::spawn(async move {
+    let std_sock = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    std_sock.set_nonblocking(true).unwrap();
+    let addr = std_sock.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let sock = UdpSocket::from_std(std_sock).unwrap();
             let mut buf = vec![0u8; 1500];
             let mut out = Vec::with_capacity(1500);
             loop {
@@ -450,24 +457,49 @@ async fn udp_by_address(r: Arc<Responder>, n: u32) {
                 let Ok(Message::Client(m)) = Message::decode(&buf[..len]) else {
                     continue;
                 };
-                if let Some(reply) = r.handle_udp(&m, src, false).await {
-                    out.clear();
-                    if reply.encode(&mut out).is_ok() {
-                        let _ = sock.send_to(&out, src).await;
-                    }
+                if r.answer_udp(&m, src, false, &mut out).await {
+                    let _ = sock.send_to(&out, src).await;
                 }
             }
         });
-    }
-    let client = Arc::new(UdpSocket::bind("[::1]:0").await.unwrap());
-    client.connect(addr).await.unwrap();
+    });
     let total: u32 = 100_000;
-    let sent_at: Arc<Vec<std::sync::Mutex<Option<Instant>>>> =
-        Arc::new((0..total).map(|_| std::sync::Mutex::new(None)).collect());
-    let sem = Arc::new(tokio::sync::Semaphore::new(16));
-    let rx = {
-        let (client, sent_at, sem) = (client.clone(), sent_at.clone(), sem.clone());
-        tokio::spawn(async move {
+    let outstanding = 16u32;
+    let client = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let client = UdpSocket::bind("[::1]:0").await.unwrap();
+            client.connect(addr).await.unwrap();
+            let mut sent_at: Vec<Option<Instant>> = vec![None; total as usize];
+            let mut qbuf = Vec::with_capacity(128);
+            let mut send = |xid: u32, sent_at: &mut Vec<Option<Instant>>| {
+                let prefix = pd_prefix(xid % n);
+                let q = query(
+                    xid,
+                    QueryType::ByAddress,
+                    Ipv6Addr::UNSPECIFIED,
+                    vec![DhcpOption::IaAddr(IaAddr {
+                        addr: Ipv6Addr::from(u128::from(prefix) + 1),
+                        preferred: 0,
+                        valid: 0,
+                        options: vec![],
+                    })],
+                );
+                qbuf.clear();
+                q.encode(&mut qbuf).unwrap();
+                sent_at[xid as usize] = Some(Instant::now());
+                qbuf.clone()
+            };
+            let t = Instant::now();
+            let mut next = 0u32;
+            while next < outstanding.min(total) {
+                let b = send(next, &mut sent_at);
+                client.send(&b).await.unwrap();
+                next += 1;
+            }
             let mut lat = Vec::with_capacity(total as usize);
             let mut buf = vec![0u8; 1500];
             let mut hits = 0u32;
@@ -478,44 +510,23 @@ async fn udp_by_address(r: Arc<Responder>, n: u32) {
                     break;
                 };
                 let xid = u32::from_be_bytes([0, buf[1], buf[2], buf[3]]);
-                if let Some(t) = sent_at
-                    .get(xid as usize)
-                    .and_then(|m| m.lock().ok()?.take())
-                {
-                    lat.push(t.elapsed());
-                    if buf[..len].windows(2).any(|w| w == [0, 45]) {
-                        hits += 1;
-                    }
-                    sem.add_permits(1);
+                let Some(t0) = sent_at.get_mut(xid as usize).and_then(|s| s.take()) else {
+                    continue;
+                };
+                lat.push(t0.elapsed());
+                if buf[..len].windows(2).any(|w| w == [0, 45]) {
+                    hits += 1;
+                }
+                if next < total {
+                    let b = send(next, &mut sent_at);
+                    client.send(&b).await.unwrap();
+                    next += 1;
                 }
             }
-            (lat, hits)
+            (lat, hits, t.elapsed())
         })
-    };
-    let t = Instant::now();
-    for xid in 0..total {
-        let p = sem.acquire().await.unwrap();
-        p.forget();
-        let i = xid % n;
-        let addr = Ipv6Addr::from(u128::from(pd_prefix(i)) + 1);
-        let q = query(
-            xid,
-            QueryType::ByAddress,
-            Ipv6Addr::UNSPECIFIED,
-            vec![DhcpOption::IaAddr(IaAddr {
-                addr,
-                preferred: 0,
-                valid: 0,
-                options: vec![],
-            })],
-        );
-        if let Ok(mut g) = sent_at[xid as usize].lock() {
-            *g = Some(Instant::now());
-        }
-        client.send(&q.to_vec().unwrap()).await.unwrap();
-    }
-    let (mut lat, hits) = rx.await.unwrap();
-    let el = t.elapsed();
+    });
+    let (mut lat, hits, el) = client.join().unwrap();
     lat.sort();
     let p = |q: f64| {
         lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))

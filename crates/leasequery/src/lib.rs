@@ -110,16 +110,36 @@ impl Responder {
         src: SocketAddr,
         relayed: bool,
     ) -> Option<Message> {
+        let mut out = Vec::with_capacity(512);
+        if !self.answer_udp(q, src, relayed, &mut out).await {
+            return None;
+        }
+        Message::decode(&out).ok()
+    }
+
+    /// [`Responder::handle_udp`] without the typed reply: the LEASEQUERY-REPLY
+    /// is encoded straight into `out` (cleared first), ready to send. Returns
+    /// false when the query is dropped. The server's direct path uses this.
+    pub async fn answer_udp(
+        &self,
+        q: &ClientMessage,
+        src: SocketAddr,
+        relayed: bool,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        out.clear();
         let m = &self.metrics;
         if !self.cfg.udp || q.msg_type != MessageType::LEASEQUERY {
             m.udp_dropped.fetch_add(1, Relaxed);
-            return None;
+            return false;
         }
         let qtype = query_type_of(q);
         let policy = policy::policy_for(&self.cfg, src.ip());
-        let refuse = |st: Status, text: &str| {
+        let refuse = |out: &mut Vec<u8>, st: Status, text: &str| {
             m.query(false, qtype, st);
-            let requestor = lq6_proto::OptionsExt::client_id(q.options.as_slice())?;
+            let Some(requestor) = lq6_proto::OptionsExt::client_id(q.options.as_slice()) else {
+                return false;
+            };
             let head = ReplyHead {
                 xid: q.xid,
                 status: st,
@@ -127,16 +147,15 @@ impl Responder {
                 server: &self.server_duid,
                 requestor: Some(requestor),
             };
-            let mut buf = Vec::with_capacity(64 + text.len());
-            encode::status_reply(&mut buf, MessageType::LEASEQUERY_REPLY, &head).ok()?;
-            Message::decode(&buf).ok()
+            encode::status_reply(out, MessageType::LEASEQUERY_REPLY, &head).is_ok()
         };
         if !policy.allowed {
             // Lease data is private: default deny (PROTOCOL.md §3.2).
-            return refuse(Status::NotAllowed, "requestor not permitted");
+            return refuse(out, Status::NotAllowed, "requestor not permitted");
         }
         if relayed && !self.cfg.allow_relayed {
             return refuse(
+                out,
                 Status::NotAllowed,
                 "relayed leasequery refused (RFC 5007 §5)",
             );
@@ -152,17 +171,17 @@ impl Responder {
             Err(Rejection::Discard(why)) => {
                 tracing::debug!(%src, why, "leasequery dropped");
                 m.udp_dropped.fetch_add(1, Relaxed);
-                return None;
+                return false;
             }
-            Err(Rejection::Status { status, text, .. }) => return refuse(status, &text),
+            Err(Rejection::Status { status, text, .. }) => return refuse(out, status, &text),
         };
         let now = self.now();
         let found = match answer::lookup(self.store.as_ref(), &req, now).await {
             Ok(Source::Few(v)) => v,
-            Ok(Source::Scan(_)) => return refuse(Status::NotAllowed, "bulk query over UDP"),
+            Ok(Source::Scan(_)) => return refuse(out, Status::NotAllowed, "bulk query over UDP"),
             Err(e) => {
                 tracing::warn!(error = %e, "lease store error answering leasequery");
-                return refuse(Status::UnspecFail, "lease store unavailable");
+                return refuse(out, Status::UnspecFail, "lease store unavailable");
             }
         };
         m.query(false, req.query_type, Status::Success);
@@ -194,16 +213,16 @@ impl Responder {
                 DhcpOption::ClientId(req.requestor.clone()),
                 DhcpOption::LqClientLink(links),
             ];
-            return Some(Message::Client(reply));
+            return Message::Client(reply).encode(out).is_ok();
         }
-        let mut buf = Vec::with_capacity(512);
-        if let Err(e) = encode::reply_body(&mut buf, &head, found.first(), &spec) {
+        if let Err(e) = encode::reply_body(out, &head, found.first(), &spec) {
             tracing::warn!(error = %e, "cannot encode leasequery reply");
-            return None;
+            out.clear();
+            return false;
         }
         m.bindings_sent_udp
             .fetch_add(found.len().min(1) as u64, Relaxed);
-        Message::decode(&buf).ok()
+        true
     }
 
     /// Serves Bulk Leasequery (RFC 5460) on `listeners` until `shutdown` is

@@ -392,8 +392,8 @@ impl Engine {
                 }
                 if m.msg_type == MessageType::LEASEQUERY {
                     // Requestors are not on port 546: answer the source address and port.
-                    let r = self.leasequery(m, SocketAddr::V6(meta.src), false).await?;
-                    return self.finish(r.to_vec().ok()?, meta.src);
+                    let r = self.leasequery_bytes(m, SocketAddr::V6(meta.src)).await?;
+                    return self.finish(r, meta.src);
                 }
                 if !self.is_client_type(m.msg_type) {
                     Counters::inc(&c.drop_unknown_type);
@@ -483,7 +483,7 @@ impl Engine {
                 0,
                 0,
             ));
-            self.leasequery(m, src, true).await?
+            self.leasequery_relayed(m, src).await?
         } else {
             // RFC 8415 §13.1 + RFC 6221: the innermost non-zero link-address.
             let la = chain
@@ -518,15 +518,26 @@ impl Engine {
         self.finish(bytes, dst)
     }
 
-    async fn leasequery(
-        &self,
-        m: &ClientMessage,
-        src: SocketAddr,
-        relayed: bool,
-    ) -> Option<Message> {
+    /// A direct LEASEQUERY, answered without a typed reply (encoded once).
+    async fn leasequery_bytes(&self, m: &ClientMessage, src: SocketAddr) -> Option<Vec<u8>> {
+        Counters::inc(&self.counters.leasequery);
+        let mut out = Vec::with_capacity(512);
+        let answered = match &self.responder {
+            Some(r) => r.answer_udp(m, src, false, &mut out).await,
+            None => false,
+        };
+        if !answered {
+            Counters::inc(&self.counters.drop_leasequery);
+            return None;
+        }
+        Some(out)
+    }
+
+    /// A relayed LEASEQUERY: the typed reply goes into the RELAY-REPL chain.
+    async fn leasequery_relayed(&self, m: &ClientMessage, src: SocketAddr) -> Option<Message> {
         Counters::inc(&self.counters.leasequery);
         let r = match &self.responder {
-            Some(r) => r.handle_udp(m, src, relayed).await,
+            Some(r) => r.handle_udp(m, src, true).await,
             None => None,
         };
         if r.is_none() {
