@@ -1258,7 +1258,19 @@ impl Writer {
         let mut st = c.prepare_cached(
             "SELECT start, \"end\", client FROM addr WHERE start <= ?1 ORDER BY start DESC",
         )?;
+        let held = |a: &record::AddrRow| {
+            old.as_ref().is_some_and(|(_, leases)| {
+                leases
+                    .iter()
+                    .any(|l| l.state == LeaseState::Active && l.addr == a.start && l.end() == a.end)
+            })
+        };
         for a in &plan.addr_put {
+            // A renewal of a range this binding already holds: its row is there, and nothing
+            // else can overlap it.
+            if held(a) {
+                continue;
+            }
             let mut rows = st.query([a16(a.end)])?;
             // Stored ranges never overlap, so the first one starting at or below a.start is the last
             // that can reach into a.
