@@ -2,7 +2,8 @@
 //!
 //! Env: LQ6_BENCH_N (bindings for scan/lookup, default 1,000,000), LQ6_BENCH_COMMITS (durable commits,
 //! default 100,000), LQ6_BENCH_PG_N (PostgreSQL bindings, default N/10), LQ6_TEST_PG (PostgreSQL URL;
-//! the PostgreSQL rows are measured only when it is set), LQ6_BENCH_DIR (where the SQLite file goes).
+//! the PostgreSQL rows are measured only when it is set), LQ6_BENCH_DIR (where the SQLite file goes),
+//! LQ6_BENCH_ONLY=postgres (skip the SQLite rows).
 
 use std::net::Ipv6Addr;
 use std::sync::Arc;
@@ -228,108 +229,112 @@ async fn main() {
     let mut rows: Vec<Row> = Vec::new();
 
     // ---------------- SQLite ----------------
-    let dir = match std::env::var_os("LQ6_BENCH_DIR") {
-        Some(d) => tempfile::tempdir_in(d).expect("tempdir"),
-        None => tempfile::tempdir().expect("tempdir"),
-    };
-    let path = dir.path().join("bench.db");
-    {
-        let sqlite = Arc::new(SqliteStore::open(&path).expect("open"));
-        let store: Arc<dyn LeaseStore> = sqlite.clone();
-        let r = commits(store.clone(), ncommit, 50_000_000).await;
-        let ws = sqlite.write_stats();
-        let ld = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-        let (groups, fsyncs) = (ld(&ws.groups).max(1), ld(&ws.fsyncs).max(1));
+    // LQ6_BENCH_ONLY=postgres skips these rows (e.g. to compare PostgreSQL changes quickly).
+    if std::env::var("LQ6_BENCH_ONLY").as_deref() != Ok("postgres") {
+        let dir = match std::env::var_os("LQ6_BENCH_DIR") {
+            Some(d) => tempfile::tempdir_in(d).expect("tempdir"),
+            None => tempfile::tempdir().expect("tempdir"),
+        };
+        let path = dir.path().join("bench.db");
+        {
+            let sqlite = Arc::new(SqliteStore::open(&path).expect("open"));
+            let store: Arc<dyn LeaseStore> = sqlite.clone();
+            let r = commits(store.clone(), ncommit, 50_000_000).await;
+            let ws = sqlite.write_stats();
+            let ld =
+                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            let (groups, fsyncs) = (ld(&ws.groups).max(1), ld(&ws.fsyncs).max(1));
+            rows.push(Row {
+                backend: "sqlite",
+                what: "durable commits, 16 writers".into(),
+                value: fmt_rate(r),
+                note: format!(
+                    "{ncommit} commits (half inserts, half renewals); {:.1} per group, fsync {:.0} µs",
+                    ld(&ws.commands) as f64 / groups as f64,
+                    ld(&ws.fsync_micros) as f64 / fsyncs as f64
+                ),
+            });
+        }
+        // A separate file for the 1M-binding figures so that the commit bindings don't skew bytes/binding.
+        let path2 = dir.path().join("scan.db");
+        let store: Arc<dyn LeaseStore> = Arc::new(SqliteStore::open(&path2).expect("open"));
+        let r = populate(&store, n, 10_000).await;
         rows.push(Row {
             backend: "sqlite",
-            what: "durable commits, 16 writers".into(),
+            what: format!("populate {n} (commit_batch 10k)"),
             value: fmt_rate(r),
+            note: "bindings/s, durable per batch".into(),
+        });
+        let (rate, rss, count) = scan(store.clone(), n).await;
+        rows.push(Row {
+            backend: "sqlite",
+            what: format!("stream {count} for one Relay-ID, page()"),
+            value: fmt_rate(rate),
+            note: format!("RSS growth {:.1} MiB, 1000 per page", rss as f64 / 1024.0),
+        });
+        let (rate, rss, count) = scan_visit(store.clone(), n).await;
+        rows.push(Row {
+            backend: "sqlite",
+            what: format!("stream {count} for one Relay-ID, page_visit()"),
+            value: fmt_rate(rate),
             note: format!(
-                "{ncommit} commits (half inserts, half renewals); {:.1} per group, fsync {:.0} µs",
-                ld(&ws.commands) as f64 / groups as f64,
-                ld(&ws.fsync_micros) as f64 / fsyncs as f64
+                "RSS growth {:.1} MiB, 1000 per page, visitor reads every field",
+                rss as f64 / 1024.0
+            ),
+        });
+        // Baseline: raw SQLite scan of the same rows through the same index, without decoding.
+        {
+            let c = rusqlite::Connection::open_with_flags(
+                &path2,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .unwrap();
+            let t0 = Instant::now();
+            let mut st = c
+                .prepare(
+                    "SELECT c.id, c.duid, c.link, c.link_address, c.cltt, c.changed_seq, c.changed_at, c.data
+                     FROM relay_id r JOIN client c ON c.id = r.client WHERE r.relay_id = ?1 ORDER BY r.client",
+                )
+                .unwrap();
+            let mut rows_it = st.query([RELAY]).unwrap();
+            let mut k = 0usize;
+            let mut total = 0usize;
+            while let Some(r) = rows_it.next().unwrap() {
+                total += r.get_ref(7).unwrap().as_blob().unwrap().len();
+                k += 1;
+            }
+            let dt = t0.elapsed().as_secs_f64();
+            rows.push(Row {
+                backend: "sqlite",
+                what: "baseline: raw SQL scan, same join".into(),
+                value: fmt_rate(k as f64 / dt),
+                note: format!("{k} rows, no decode, {} B data", total),
+            });
+        }
+        let (med, p99) = lookups(&store, n, 20_000).await;
+        rows.push(Row {
+            backend: "sqlite",
+            what: format!("by_address among {n}"),
+            value: format!("median {med:.1} µs"),
+            note: format!("p99 {p99:.1} µs, 20k random lookups"),
+        });
+        drop(store);
+        {
+            let c = rusqlite::Connection::open(&path2).unwrap();
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .unwrap();
+        }
+        let size = std::fs::metadata(&path2).map(|m| m.len()).unwrap_or(0);
+        rows.push(Row {
+            backend: "sqlite",
+            what: "bytes on disk per binding".into(),
+            value: format!("{:.0} B", size as f64 / n as f64),
+            note: format!(
+                "{:.1} MiB file for {n} bindings, all indexes",
+                size as f64 / 1048576.0
             ),
         });
     }
-    // A separate file for the 1M-binding figures so that the commit bindings don't skew bytes/binding.
-    let path2 = dir.path().join("scan.db");
-    let store: Arc<dyn LeaseStore> = Arc::new(SqliteStore::open(&path2).expect("open"));
-    let r = populate(&store, n, 10_000).await;
-    rows.push(Row {
-        backend: "sqlite",
-        what: format!("populate {n} (commit_batch 10k)"),
-        value: fmt_rate(r),
-        note: "bindings/s, durable per batch".into(),
-    });
-    let (rate, rss, count) = scan(store.clone(), n).await;
-    rows.push(Row {
-        backend: "sqlite",
-        what: format!("stream {count} for one Relay-ID, page()"),
-        value: fmt_rate(rate),
-        note: format!("RSS growth {:.1} MiB, 1000 per page", rss as f64 / 1024.0),
-    });
-    let (rate, rss, count) = scan_visit(store.clone(), n).await;
-    rows.push(Row {
-        backend: "sqlite",
-        what: format!("stream {count} for one Relay-ID, page_visit()"),
-        value: fmt_rate(rate),
-        note: format!(
-            "RSS growth {:.1} MiB, 1000 per page, visitor reads every field",
-            rss as f64 / 1024.0
-        ),
-    });
-    // Baseline: raw SQLite scan of the same rows through the same index, without decoding.
-    {
-        let c = rusqlite::Connection::open_with_flags(
-            &path2,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
-        let t0 = Instant::now();
-        let mut st = c
-            .prepare(
-                "SELECT c.id, c.duid, c.link, c.link_address, c.cltt, c.changed_seq, c.changed_at, c.data
-                 FROM relay_id r JOIN client c ON c.id = r.client WHERE r.relay_id = ?1 ORDER BY r.client",
-            )
-            .unwrap();
-        let mut rows_it = st.query([RELAY]).unwrap();
-        let mut k = 0usize;
-        let mut total = 0usize;
-        while let Some(r) = rows_it.next().unwrap() {
-            total += r.get_ref(7).unwrap().as_blob().unwrap().len();
-            k += 1;
-        }
-        let dt = t0.elapsed().as_secs_f64();
-        rows.push(Row {
-            backend: "sqlite",
-            what: "baseline: raw SQL scan, same join".into(),
-            value: fmt_rate(k as f64 / dt),
-            note: format!("{k} rows, no decode, {} B data", total),
-        });
-    }
-    let (med, p99) = lookups(&store, n, 20_000).await;
-    rows.push(Row {
-        backend: "sqlite",
-        what: format!("by_address among {n}"),
-        value: format!("median {med:.1} µs"),
-        note: format!("p99 {p99:.1} µs, 20k random lookups"),
-    });
-    drop(store);
-    {
-        let c = rusqlite::Connection::open(&path2).unwrap();
-        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .unwrap();
-    }
-    let size = std::fs::metadata(&path2).map(|m| m.len()).unwrap_or(0);
-    rows.push(Row {
-        backend: "sqlite",
-        what: "bytes on disk per binding".into(),
-        value: format!("{:.0} B", size as f64 / n as f64),
-        note: format!(
-            "{:.1} MiB file for {n} bindings, all indexes",
-            size as f64 / 1048576.0
-        ),
-    });
 
     // ---------------- PostgreSQL ----------------
     if let Ok(url) = std::env::var("LQ6_TEST_PG") {

@@ -14,7 +14,7 @@ async fn mk(_name: &str) -> Option<(Arc<dyn LeaseStore>, tempfile::TempDir)> {
 }
 
 conformance!(mk; commit_and_lookup, merge_and_replace, conflicts, own_ranges, concurrent_conflicts, bulk_queries,
-    changes_and_expiry, ranges, batch, concurrent_writers, page_visit);
+    changes_and_expiry, ranges, batch, batch_in_order, concurrent_writers, page_visit);
 
 #[tokio::test]
 async fn reopen_keeps_data_and_seq() {

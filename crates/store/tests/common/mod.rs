@@ -723,6 +723,61 @@ pub async fn batch(s: Arc<dyn LeaseStore>) {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
 }
 
+/// A batch is applied as if one update after another, in order: a later update sees what earlier
+/// ones wrote (the same binding twice, an address released and then taken, an address taken and
+/// then wanted by another client), and change sequence numbers follow the batch order even when
+/// new and existing bindings are mixed.
+pub async fn batch_in_order(s: Arc<dyn LeaseStore>) {
+    for n in [1, 2] {
+        let addr = format!("2001:db8:d::{n}");
+        s.commit(upd(n, "lan", 1000, vec![na(&addr, 1, 9000)], None))
+            .await
+            .unwrap();
+    }
+    let mut release = upd(1, "lan", 1100, vec![], None);
+    release.merge = LeaseMerge::Replace;
+    let v = vec![
+        upd(2, "lan", 1100, vec![na("2001:db8:d::2", 1, 9500)], None),
+        upd(3, "lan", 1100, vec![na("2001:db8:d::3", 1, 9000)], None),
+        release,
+        upd(4, "lan", 1100, vec![na("2001:db8:d::1", 1, 9000)], None),
+        upd(5, "lan", 1100, vec![na("2001:db8:d::3", 1, 9000)], None),
+        upd(3, "lan", 1200, vec![na("2001:db8:d::33", 2, 9000)], None),
+    ];
+    let r = s.commit_batch(v).await.unwrap();
+    assert_eq!(r.len(), 6);
+    assert!(
+        matches!(r[4], Err(StoreError::Conflict { addr }) if addr == a("2001:db8:d::3")),
+        "{:?}",
+        r[4]
+    );
+    let ok: Vec<&CommitInfo> = [0, 1, 2, 3, 5]
+        .iter()
+        .map(|&i| r[i].as_ref().expect("commit"))
+        .collect();
+    assert!(
+        ok.windows(2).all(|w| w[0].seq < w[1].seq),
+        "seqs in batch order"
+    );
+    assert_eq!(
+        ok[4].binding.leases.len(),
+        2,
+        "merged with the first update of client 3"
+    );
+    let holder = |addr: &'static str| {
+        let s = s.clone();
+        async move { s.by_address(a(addr)).await.unwrap().map(|b| b.client.duid) }
+    };
+    assert_eq!(holder("2001:db8:d::1").await, Some(duid(4)));
+    assert_eq!(holder("2001:db8:d::2").await, Some(duid(2)));
+    assert_eq!(holder("2001:db8:d::3").await, Some(duid(3)));
+    assert_eq!(holder("2001:db8:d::33").await, Some(duid(3)));
+    assert!(s.by_client(&duid(5), None).await.unwrap().is_empty());
+    let b1 = s.by_client(&duid(1), None).await.unwrap();
+    assert_eq!(b1.len(), 1);
+    assert!(b1[0].leases.is_empty());
+}
+
 pub async fn concurrent_writers(s: Arc<dyn LeaseStore>) {
     let mut tasks = Vec::new();
     for w in 0..16u32 {
