@@ -1253,8 +1253,11 @@ impl Writer {
                 return Err(StoreError::Conflict { addr: w[1].start });
             }
         }
-        // ... nor any stored range, except this binding's own row at the same start or one that
-        // this update deletes.
+        // ... nor any stored range, except this binding's own rows that this update rewrites or
+        // deletes (a prefix shrunk in place no longer covers what it covered). The PostgreSQL
+        // backend applies the same rule (`postgres::conflict`).
+        let rewritten =
+            |s: Ipv6Addr| plan.addr_del.contains(&s) || plan.addr_put.iter().any(|p| p.start == s);
         let mut st = c.prepare_cached(
             "SELECT start, \"end\", client FROM addr WHERE start <= ?1 ORDER BY start DESC",
         )?;
@@ -1283,8 +1286,7 @@ impl Writer {
                 let s = addr_from(blob(0)?)?;
                 let e = addr_from(blob(1)?)?;
                 let holder: i64 = r.get(2)?;
-                let own = Some(holder) == id && (s == a.start || plan.addr_del.contains(&s));
-                if e >= a.start && !own {
+                if e >= a.start && !(Some(holder) == id && rewritten(s)) {
                     return Err(StoreError::Conflict { addr: a.start });
                 }
                 if s <= a.start {

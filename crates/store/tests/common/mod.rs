@@ -317,6 +317,37 @@ pub async fn own_ranges(s: Arc<dyn LeaseStore>) {
         .await
         .unwrap()
         .is_none());
+    // Shrink a prefix in place and take another part of it in the same update: the stored /56
+    // overlaps the new /60 only until this very update rewrites it.
+    let replace7 = |leases| ClientUpdate {
+        merge: LeaseMerge::Replace,
+        ..upd(7, "lan", 2000, leases, None)
+    };
+    s.commit(replace7(vec![pd("2001:db8:400::", 56, 1, 9000)]))
+        .await
+        .unwrap();
+    s.commit(replace7(vec![
+        pd("2001:db8:400::", 60, 1, 9000),
+        pd("2001:db8:400:10::", 60, 2, 9000),
+    ]))
+    .await
+    .expect("shrink in place plus a range inside the old prefix");
+    let b = s
+        .by_address(a("2001:db8:400:10::1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.client.duid, duid(7));
+    // The rest of the old /56 is free for another client.
+    s.commit(upd(
+        8,
+        "lan",
+        2001,
+        vec![pd("2001:db8:400:20::", 60, 1, 9000)],
+        None,
+    ))
+    .await
+    .expect("the released part of the /56");
     let before = s.stats().await.unwrap();
     for leases in [
         vec![
