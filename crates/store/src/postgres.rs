@@ -44,8 +44,8 @@ use tokio_postgres::{NoTls, Row, Statement};
 use crate::record::{self, a16, addr_from, Plan};
 use crate::sql::Param;
 use crate::{
-    ActiveLease, Binding, ClientRecord, ClientUpdate, CommitInfo, Cursor, Lease, LeaseMerge,
-    LeaseState, LeaseStore, Page, Query, RelayInfo, Result, Stats, StoreError,
+    ActiveLease, Binding, ClientRecord, ClientUpdate, CommitInfo, Cursor, Lease, LeaseState,
+    LeaseStore, Page, Query, RelayInfo, Result, Stats, StoreError,
 };
 
 /// Versioned migrations, applied in order.
@@ -705,21 +705,17 @@ fn overlaps(a: &[(u128, u128)], b: &[(u128, u128)]) -> bool {
 /// has deleted this binding's rows at the starts it releases or rewrites: the first new range that
 /// overlaps another new range of the update, a row the binding keeps, or another binding's row.
 fn conflict(plan: &Plan, id: Option<i64>, held: &[Held]) -> Option<Ipv6Addr> {
-    for w in plan.addr_put.windows(2) {
-        if w[0].end >= w[1].start {
-            return Some(w[1].start);
-        }
+    if let Some(addr) = plan.self_overlap() {
+        return Some(addr);
     }
-    let rewritten = |start: u128| {
-        plan.addr_del.iter().any(|a| u128::from(*a) == start)
-            || plan.addr_put.iter().any(|a| u128::from(a.start) == start)
-    };
     plan.addr_put
         .iter()
         .find(|a| {
             let (s, e) = (u128::from(a.start), u128::from(a.end));
             held.iter().any(|h| {
-                h.start <= e && s <= h.end && !(Some(h.client) == id && rewritten(h.start))
+                h.start <= e
+                    && s <= h.end
+                    && !(Some(h.client) == id && plan.rewrites(Ipv6Addr::from(h.start)))
             })
         })
         .map(|a| a.start)
@@ -1461,27 +1457,8 @@ impl LeaseStore for PgStore {
                 let Some(row) = tx.query_opt(&sel, &[&id]).await? else {
                     continue;
                 };
-                let b = row_binding(&row)?.1;
-                let mut leases = b.leases;
-                let mut changed = 0;
-                for l in leases.iter_mut() {
-                    if l.state == LeaseState::Active && l.expires_at <= now {
-                        l.state = LeaseState::Expired;
-                        changed += 1;
-                    }
-                }
-                if changed == 0 {
+                let Some((u, changed)) = record::expiry_update(row_binding(&row)?.1, now) else {
                     continue;
-                }
-                let u = ClientUpdate {
-                    duid: b.client.duid,
-                    link: b.client.link,
-                    link_address: b.client.link_address,
-                    cltt: b.client.cltt,
-                    relay: b.client.relay,
-                    leases,
-                    merge: LeaseMerge::Replace,
-                    now: Some(now),
                 };
                 apply(&tx, &u).await?;
                 n += changed;

@@ -343,6 +343,48 @@ pub(crate) struct Plan {
     pub relay_add: Vec<Vec<u8>>,
 }
 
+impl Plan {
+    /// The first range to write that overlaps another range to write (they are sorted by start).
+    pub(crate) fn self_overlap(&self) -> Option<Ipv6Addr> {
+        self.addr_put
+            .windows(2)
+            .find(|w| w[0].end >= w[1].start)
+            .map(|w| w[1].start)
+    }
+
+    /// Whether this binding's stored row at `start` is deleted or rewritten by the plan: such a
+    /// row is judged by its new extent (or not at all), never by the one stored.
+    pub(crate) fn rewrites(&self, start: Ipv6Addr) -> bool {
+        self.addr_del.contains(&start) || self.addr_put.iter().any(|a| a.start == start)
+    }
+}
+
+/// The update that marks `b`'s overdue Active leases Expired, with how many it marks; None when
+/// none is overdue. Both backends' expiry runs apply it like any other update.
+pub(crate) fn expiry_update(b: crate::Binding, now: u64) -> Option<(ClientUpdate, u64)> {
+    let mut leases = b.leases;
+    let mut changed = 0;
+    for l in leases.iter_mut() {
+        if l.state == LeaseState::Active && l.expires_at <= now {
+            l.state = LeaseState::Expired;
+            changed += 1;
+        }
+    }
+    (changed > 0).then(|| {
+        let u = ClientUpdate {
+            duid: b.client.duid,
+            link: b.client.link,
+            link_address: b.client.link_address,
+            cltt: b.client.cltt,
+            relay: b.client.relay,
+            leases,
+            merge: LeaseMerge::Replace,
+            now: Some(now),
+        };
+        (u, changed)
+    })
+}
+
 fn addr_map(leases: &[Lease]) -> BTreeMap<Ipv6Addr, AddrRow> {
     leases
         .iter()

@@ -23,8 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::record::{self, a16, addr_from, Plan};
 use crate::sql::Param;
 use crate::{
-    ActiveLease, Binding, BindingView, ClientRecord, ClientUpdate, CommitInfo, Cursor, LeaseMerge,
-    LeaseState, LeaseStore, Page, Query, Result, Stats, StoreError,
+    ActiveLease, Binding, BindingView, ClientRecord, ClientUpdate, CommitInfo, Cursor, LeaseState,
+    LeaseStore, Page, Query, Result, Stats, StoreError,
 };
 
 /// WAL size (pages) that makes the writer ask the checkpointer thread for a checkpoint.
@@ -1247,17 +1247,12 @@ impl Writer {
         };
         let plan: Plan = record::plan(old.as_ref().map(|(r, l)| (r, l.as_slice())), u)?;
         let id = existing.map(|(id, _)| id);
-        // The ranges to write must not overlap each other (they are sorted by start) ...
-        for w in plan.addr_put.windows(2) {
-            if w[0].end >= w[1].start {
-                return Err(StoreError::Conflict { addr: w[1].start });
-            }
+        // The ranges to write must not overlap each other, nor any stored range except this
+        // binding's own rows that the update rewrites or deletes (a prefix shrunk in place no longer
+        // covers what it covered). The PostgreSQL backend applies the same rule (`postgres::conflict`).
+        if let Some(addr) = plan.self_overlap() {
+            return Err(StoreError::Conflict { addr });
         }
-        // ... nor any stored range, except this binding's own rows that this update rewrites or
-        // deletes (a prefix shrunk in place no longer covers what it covered). The PostgreSQL
-        // backend applies the same rule (`postgres::conflict`).
-        let rewritten =
-            |s: Ipv6Addr| plan.addr_del.contains(&s) || plan.addr_put.iter().any(|p| p.start == s);
         let mut st = c.prepare_cached(
             "SELECT start, \"end\", client FROM addr WHERE start <= ?1 ORDER BY start DESC",
         )?;
@@ -1286,7 +1281,7 @@ impl Writer {
                 let s = addr_from(blob(0)?)?;
                 let e = addr_from(blob(1)?)?;
                 let holder: i64 = r.get(2)?;
-                if e >= a.start && !(Some(holder) == id && rewritten(s)) {
+                if e >= a.start && !(Some(holder) == id && plan.rewrites(s)) {
                     return Err(StoreError::Conflict { addr: a.start });
                 }
                 if s <= a.start {
@@ -1429,26 +1424,8 @@ impl Writer {
             let Some(b) = load_by_id(&self.conn, id)? else {
                 continue;
             };
-            let mut leases = b.leases;
-            let mut changed = 0;
-            for l in leases.iter_mut() {
-                if l.state == LeaseState::Active && l.expires_at <= now {
-                    l.state = LeaseState::Expired;
-                    changed += 1;
-                }
-            }
-            if changed == 0 {
+            let Some((u, changed)) = record::expiry_update(b, now) else {
                 continue;
-            }
-            let u = ClientUpdate {
-                duid: b.client.duid,
-                link: b.client.link,
-                link_address: b.client.link_address,
-                cltt: b.client.cltt,
-                relay: b.client.relay,
-                leases,
-                merge: LeaseMerge::Replace,
-                now: Some(now),
             };
             match self.apply(&u) {
                 Ok(_) => n += changed,
