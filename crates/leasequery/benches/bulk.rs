@@ -474,8 +474,8 @@ async fn udp_by_address(r: Arc<Responder>, n: u32) {
             let client = UdpSocket::bind("[::1]:0").await.unwrap();
             client.connect(addr).await.unwrap();
             let mut sent_at: Vec<Option<Instant>> = vec![None; total as usize];
-            let mut qbuf = Vec::with_capacity(128);
-            let mut send = |xid: u32, sent_at: &mut Vec<Option<Instant>>| {
+            // The query for `xid`, encoded, with its send time recorded.
+            let encode = |xid: u32, sent_at: &mut Vec<Option<Instant>>| {
                 let prefix = pd_prefix(xid % n);
                 let q = query(
                     xid,
@@ -488,15 +488,13 @@ async fn udp_by_address(r: Arc<Responder>, n: u32) {
                         options: vec![],
                     })],
                 );
-                qbuf.clear();
-                q.encode(&mut qbuf).unwrap();
                 sent_at[xid as usize] = Some(Instant::now());
-                qbuf.clone()
+                q.to_vec().unwrap()
             };
             let t = Instant::now();
             let mut next = 0u32;
             while next < outstanding.min(total) {
-                let b = send(next, &mut sent_at);
+                let b = encode(next, &mut sent_at);
                 client.send(&b).await.unwrap();
                 next += 1;
             }
@@ -518,7 +516,7 @@ async fn udp_by_address(r: Arc<Responder>, n: u32) {
                     hits += 1;
                 }
                 if next < total {
-                    let b = send(next, &mut sent_at);
+                    let b = encode(next, &mut sent_at);
                     client.send(&b).await.unwrap();
                     next += 1;
                 }
