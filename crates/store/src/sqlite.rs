@@ -144,6 +144,9 @@ enum Cmd {
 struct Readers {
     idle: Vec<Connection>,
     open: usize,
+    /// Threads blocked in [`SqliteStore::with_reader`]: only then is a return signalled (a
+    /// Condvar notify is a futex syscall even with nobody waiting).
+    waiting: usize,
 }
 
 struct Inner {
@@ -509,6 +512,7 @@ impl SqliteStore {
         let readers = Readers {
             idle: vec![reader_conn(&path, opts.reader_cache_kib)?],
             open: 1,
+            waiting: 0,
         };
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -549,7 +553,9 @@ impl SqliteStore {
                     pool.open += 1;
                     break None;
                 }
+                pool.waiting += 1;
                 pool = inner.reader_free.wait(pool).map_err(|_| closed())?;
+                pool.waiting -= 1;
             }
         };
         let conn = match idle {
@@ -557,20 +563,30 @@ impl SqliteStore {
             None => match reader_conn(&inner.path, inner.opts.reader_cache_kib) {
                 Ok(c) => c,
                 Err(e) => {
-                    if let Ok(mut p) = inner.readers.lock() {
-                        p.open -= 1;
-                    }
-                    inner.reader_free.notify_one();
+                    Self::release_reader(inner, None);
                     return Err(e);
                 }
             },
         };
         let r = f(&conn);
-        if let Ok(mut p) = inner.readers.lock() {
-            p.idle.push(conn);
-        }
-        inner.reader_free.notify_one();
+        Self::release_reader(inner, Some(conn));
         r
+    }
+
+    /// Returns a read connection to the pool (or, with `None`, the right to open one) and wakes
+    /// one waiter if there is any.
+    fn release_reader(inner: &Inner, conn: Option<Connection>) {
+        let Ok(mut p) = inner.readers.lock() else {
+            return;
+        };
+        match conn {
+            Some(c) => p.idle.push(c),
+            None => p.open -= 1,
+        }
+        if p.waiting > 0 {
+            drop(p);
+            inner.reader_free.notify_one();
+        }
     }
 
     async fn read<T: Send + 'static>(
@@ -600,10 +616,7 @@ impl SqliteStore {
             .and_then(|mut p| p.idle.pop());
         if let Some(conn) = idle {
             let r = f(&conn);
-            if let Ok(mut p) = self.inner.readers.lock() {
-                p.idle.push(conn);
-            }
-            self.inner.reader_free.notify_one();
+            Self::release_reader(&self.inner, Some(conn));
             return r;
         }
         match Handle::try_current() {
