@@ -14,7 +14,7 @@
 #
 # The system default socket receive buffer is raised to 4 MiB during the run (see below).
 #
-# Usage (root): [TRIES=2] bench/dhcp-exchange.sh [seconds-per-step] [rates...]
+# Usage (root): [TRIES=2] [LQ6_UDP_WORKERS=n] bench/dhcp-exchange.sh [seconds-per-step] [rates...]
 # Needs: perfdhcp (kea-admin), kea-dhcp6 (kea-dhcp6-server), iproute2; builds lq6 --release.
 set -eu
 SECS=${1:-5}
@@ -56,6 +56,7 @@ cat > "$WORK/lq6.toml" <<EOT
 [server]
 duid = "ll:1:02:00:00:00:00:01"
 listen = ["[$SRV]:547"]
+udp_workers = ${LQ6_UDP_WORKERS:-1}
 [store]
 path = "$WORK/lq6/leases.db"
 [lifetimes]

@@ -225,8 +225,13 @@ fn logged_port(line: &str, marker: &str) -> Option<u16> {
 /// `extra` too) and read back from the log, so tests running in parallel never
 /// race for a port.
 fn serve(dir: &std::path::Path, extra: &str) -> (std::process::Child, Ports) {
+    serve_cfg(dir, "", extra)
+}
+
+/// [`serve`] with `server` lines added to `[server]`.
+fn serve_cfg(dir: &std::path::Path, server: &str, extra: &str) -> (std::process::Child, Ports) {
     let cfg = format!(
-        "[server]\nlisten = [\"[::1]:547\"]\n[store]\npath = \"{}/leases.db\"\n[[links]]\nname = \"lan1\"\nprefixes = [\"2001:db8:1::/64\"]\n[[links.pd_pools]]\nprefix = \"2001:db8:100::/40\"\ndelegated_len = 56\n[leasequery.tcp]\nlisten = [\"[::1]:547\"]\n{extra}",
+        "[server]\nlisten = [\"[::1]:547\"]\n{server}\n[store]\npath = \"{}/leases.db\"\n[[links]]\nname = \"lan1\"\nprefixes = [\"2001:db8:1::/64\"]\n[[links.pd_pools]]\nprefix = \"2001:db8:100::/40\"\ndelegated_len = 56\n[leasequery.tcp]\nlisten = [\"[::1]:547\"]\n{extra}",
         dir.display()
     );
     let cfg_path = dir.join("lq6.toml");
@@ -381,4 +386,140 @@ fn lq6_query_against_lq6_serve() {
     // Connection failure: exit code 3.
     let (code, _, _) = q(&["--port", &tcp_s, "link", "2001:db8:1::1"]);
     assert_eq!(code, Some(3));
+}
+
+/// Relayed SOLICIT or REQUEST for one IA_PD from client `i` (link-address 2001:db8:1::1, so on
+/// lan1), from a relay on source port `port` (RFC 8357 RELAY_PORT: the reply comes back there).
+fn relayed_pd(t: MessageType, i: u32, server_id: Option<&Duid>, port: u16) -> Vec<u8> {
+    let b = i.to_be_bytes();
+    let mut m = ClientMessage::new(t, i & 0x00ff_ffff);
+    m.options.push(DhcpOption::ClientId(Duid::ll(
+        1,
+        &[2, 1, b[0], b[1], b[2], b[3]],
+    )));
+    if let Some(s) = server_id {
+        m.options.push(DhcpOption::ServerId(s.clone()));
+    }
+    m.options.push(DhcpOption::ElapsedTime(0));
+    m.options.push(DhcpOption::IaPd(Ia {
+        iaid: 1,
+        t1: 0,
+        t2: 0,
+        options: vec![],
+    }));
+    Message::Relay(RelayMessage {
+        msg_type: MessageType::RELAY_FORW,
+        hop_count: 0,
+        link_address: "2001:db8:1::1".parse().unwrap(),
+        peer_address: Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, b[2] as u16, b[3] as u16),
+        options: vec![
+            DhcpOption::RelayPort(port),
+            DhcpOption::RelayMsg(Box::new(Message::Client(m))),
+        ],
+    })
+    .to_vec()
+    .unwrap()
+}
+
+/// The client message inside a RELAY-REPL.
+fn unwrap_relay_repl(b: &[u8]) -> ClientMessage {
+    let Ok(Message::Relay(r)) = Message::decode(b) else {
+        panic!("not a relay message: {b:02x?}")
+    };
+    assert_eq!(r.msg_type, MessageType::RELAY_REPL);
+    r.options
+        .iter()
+        .find_map(|o| match o {
+            DhcpOption::RelayMsg(m) => match &**m {
+                Message::Client(c) => Some(c.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .expect("RELAY-REPL carries a client message")
+}
+
+/// With `udp_workers = 2`, datagrams of one relay are answered by two threads at once. All
+/// clients still get a prefix, no prefix goes to two clients, and every REPLY's prefix is in the
+/// store (committed before the REPLY).
+#[test]
+fn two_udp_workers_share_one_socket_without_double_allocation() {
+    const CLIENTS: u32 = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, ports) = serve_cfg(dir.path(), "udp_workers = 2", "");
+    // The workers start beside the TCP listener that `serve_cfg` waits for.
+    let threads = || -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{}/task", child.id()))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|s| s.trim().to_string())
+            .collect()
+    };
+    let both = |n: &[String]| {
+        ["lq6-dhcp-0", "lq6-dhcp-1"]
+            .iter()
+            .all(|w| n.iter().any(|t| t == w))
+    };
+    let t0 = std::time::Instant::now();
+    while !both(&threads()) && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(both(&threads()), "two DHCP worker threads: {:?}", threads());
+    let sock = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    sock.connect(("::1", ports.udp)).unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let mut buf = vec![0u8; 2048];
+    // Each phase keeps 64 messages outstanding (more would overflow this socket's receive
+    // buffer, and the lost replies would be the test's, not the server's).
+    let mut phase = |t: MessageType, server: Option<&Duid>| -> Vec<ClientMessage> {
+        let mut out = Vec::new();
+        let mut sent = 0;
+        while out.len() < CLIENTS as usize {
+            while sent < CLIENTS && sent < out.len() as u32 + 64 {
+                sock.send(&relayed_pd(t, sent, server, port)).unwrap();
+                sent += 1;
+            }
+            let n = sock
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("{t:?}: {} of {CLIENTS} answered: {e}", out.len()));
+            out.push(unwrap_relay_repl(&buf[..n]));
+        }
+        out
+    };
+    let adv = phase(MessageType::SOLICIT, None);
+    assert!(adv.iter().all(|m| m.msg_type == MessageType::ADVERTISE));
+    let server = adv[0].options.server_id().unwrap().clone();
+    let replies = phase(MessageType::REQUEST, Some(&server));
+    let mut got = std::collections::HashMap::new();
+    for r in &replies {
+        assert_eq!(r.msg_type, MessageType::REPLY);
+        let p = r
+            .options
+            .iter()
+            .find_map(|o| match o {
+                DhcpOption::IaPd(ia) => ia.options.iter().find_map(|o| match o {
+                    DhcpOption::IaPrefix(p) => Some(p.prefix),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("REPLY without a prefix: {r:?}"));
+        if let Some(other) = got.insert(p, r.xid) {
+            panic!("{p} given to transactions {other} and {}", r.xid);
+        }
+    }
+    assert_eq!(got.len(), CLIENTS as usize);
+    // SIGTERM: in-flight transactions finish, the store closes cleanly.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let store = SqliteStore::open(dir.path().join("leases.db")).unwrap();
+    let stored = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(store.count(&lq6_store::Query::link("lan1")))
+        .unwrap();
+    assert_eq!(stored, CLIENTS as u64);
 }

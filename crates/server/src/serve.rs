@@ -164,6 +164,7 @@ pub async fn serve_with(
         engine.clone(),
         listeners,
         cfg.server.max_in_flight,
+        cfg.server.udp_workers,
         shutdown.clone(),
     ));
     tasks.spawn(udp::reclaim_loop(

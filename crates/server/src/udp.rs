@@ -158,42 +158,67 @@ pub fn bind(
 /// Serves until `shutdown`, then waits for in-flight transactions (their leases are committed
 /// and their replies sent).
 ///
-/// The DHCP path runs on its own thread with a current-thread runtime: no work stealing and no
-/// cross-worker wake-ups per datagram; the only hand-off is to the store's commit thread and back.
+/// Each of `workers` threads (`server.udp_workers`; 0: one per CPU, at most 4) runs a current-thread runtime with its
+/// own registration of every socket: no work stealing and no cross-thread wake-ups per
+/// datagram; the only hand-off is to the store's commit thread and back. All workers read the
+/// same sockets, so one busy relay is spread over all of them. `max_in_flight` is shared.
 pub async fn run(
     engine: Arc<Engine>,
     listeners: Vec<Listener>,
     max_in_flight: usize,
+    workers: usize,
     shutdown: CancellationToken,
 ) {
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let spawned = std::thread::Builder::new()
-        .name("lq6-dhcp".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    warn!(error = %e, "cannot start the DHCP runtime");
-                    return;
-                }
-            };
-            rt.block_on(serve_local(engine, listeners, max_in_flight, shutdown));
-            drop(done_tx);
-        });
-    if let Err(e) = spawned {
-        warn!(error = %e, "cannot start the DHCP thread");
-        return;
+    let workers = match workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+        n => n,
+    };
+    let max = max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
+    let sem = Arc::new(Semaphore::new(max));
+    let pacer = Arc::new(Pacer::new());
+    let mut done = Vec::new();
+    for i in 0..workers {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let (engine, listeners, sem, pacer, shutdown) = (
+            engine.clone(),
+            listeners.clone(),
+            sem.clone(),
+            pacer.clone(),
+            shutdown.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name(format!("lq6-dhcp-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        warn!(error = %e, "cannot start a DHCP runtime");
+                        return;
+                    }
+                };
+                rt.block_on(serve_local(engine, listeners, (sem, max), pacer, shutdown));
+                drop(done_tx);
+            });
+        match spawned {
+            Ok(_) => done.push(done_rx),
+            Err(e) => warn!(error = %e, "cannot start a DHCP thread"),
+        }
     }
-    let _ = done_rx.await;
+    for d in done {
+        let _ = d.await;
+    }
+    // Every permit back means every transaction finished.
+    let _ = sem.acquire_many(max as u32).await;
 }
 
 async fn serve_local(
     engine: Arc<Engine>,
     listeners: Vec<Listener>,
-    max_in_flight: usize,
+    (sem, max): (Arc<Semaphore>, usize),
+    pacer: Arc<Pacer>,
     shutdown: CancellationToken,
 ) {
     // Register each distinct socket once (a reply socket may also be a receiving socket).
@@ -215,10 +240,7 @@ async fn serve_local(
         registered.push((key, t.clone()));
         Some(t)
     };
-    let max = max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
-    let sem = Arc::new(Semaphore::new(max));
     let mut set = tokio::task::JoinSet::new();
-    let pacer = Arc::new(Pacer::new());
     for l in listeners {
         let (Some(sock), Some(reply)) = (get(&l.socket), get(&l.reply)) else {
             continue;
@@ -233,7 +255,7 @@ async fn serve_local(
         set.spawn(recv_loop(engine.clone(), l, sem.clone(), shutdown.clone()));
     }
     while set.join_next().await.is_some() {}
-    // Every permit back means every transaction finished.
+    // Tasks still waiting on a commit run on this runtime: keep it until they are done.
     let _ = sem.acquire_many(max as u32).await;
 }
 
@@ -246,6 +268,9 @@ struct Local {
     multicast: bool,
 }
 
+/// Datagrams taken from a socket before the receive loop yields to the runtime.
+const BURST: u32 = 32;
+
 async fn recv_loop(
     engine: Arc<Engine>,
     l: Local,
@@ -254,16 +279,39 @@ async fn recv_loop(
 ) {
     let counters = engine.counters();
     let mut buf = vec![0u8; 65536];
+    let mut burst = 0u32;
     loop {
-        let (n, src) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = l.socket.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    debug!(error = %e, "udp receive error");
-                    continue;
+        // Take what is queued without a trip through the reactor, and wait only when the socket
+        // is empty. Every BURST datagrams, yield so that commit tasks and other listeners run.
+        let r = match l.socket.try_recv_from(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                burst = 0;
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    r = l.socket.readable() => {
+                        if let Err(e) = r {
+                            debug!(error = %e, "udp readiness error");
+                        }
+                        continue;
+                    }
                 }
-            },
+            }
+            r => r,
+        };
+        burst += 1;
+        if burst % BURST == 0 {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let (n, src) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                debug!(error = %e, "udp receive error");
+                continue;
+            }
         };
         let SocketAddr::V6(src) = src else { continue };
         let Ok(permit) = sem.clone().try_acquire_owned() else {
@@ -290,23 +338,12 @@ async fn recv_loop(
         };
         match polled {
             std::task::Poll::Ready(out) => {
-                // Never stall the receive loop: over budget, the send waits in its own task.
+                // Answered without waiting (ADVERTISE, leasequery, errors): one reply per datagram
+                // received, so it cannot burst and is not paced.
                 if let Some(out) = out {
-                    if l.pacer.try_take() {
-                        send_now(&l.reply, &counters, out).await;
-                        drop(permit);
-                    } else {
-                        let reply = l.reply.clone();
-                        let counters = counters.clone();
-                        let pacer = l.pacer.clone();
-                        tokio::spawn(async move {
-                            send(&reply, &counters, &pacer, out).await;
-                            drop(permit);
-                        });
-                    }
-                } else {
-                    drop(permit);
+                    send_now(&l.reply, &counters, out).await;
                 }
+                drop(permit);
             }
             std::task::Poll::Pending => {
                 let reply = l.reply.clone();
@@ -323,9 +360,9 @@ async fn recv_loop(
     }
 }
 
-/// Replies sent per millisecond at most. A group commit releases hundreds of replies at once;
-/// spreading them keeps the bursts within the receive buffers of relays and clients (perfdhcp's
-/// socket overflowed without this while the server's own queue stayed empty).
+/// Replies released by commits, sent per millisecond at most. A group commit releases hundreds of
+/// replies at once; spreading them keeps the bursts within the receive buffers of relays and
+/// clients (perfdhcp's socket overflowed without this while the server's own queue stayed empty).
 const REPLIES_PER_MS: u32 = 40;
 
 /// A per-millisecond reply budget shared by the tasks of the DHCP thread.
