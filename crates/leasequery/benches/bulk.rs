@@ -3,8 +3,9 @@
 //! Fills a SQLite store with N (default 1,000,000) PD bindings carrying relay
 //! data, serves them on loopback, and prints a table: bindings/s end to end
 //! for QUERY_BY_RELAY_ID / LINK_ADDRESS / REMOTE_ID, first-binding latency,
-//! memory, a stalled requestor, 10 concurrent requestors, and UDP
-//! QUERY_BY_ADDRESS. The baseline row streams the same octets over the same
+//! memory, a stalled requestor and 10 concurrent requestors. (UDP
+//! QUERY_BY_ADDRESS goes through the whole server: lq6-server's
+//! `udp_leasequery` bench.) The baseline row streams the same octets over the same
 //! loopback with no store and no encoding, in the same run.
 //! Env: LQ6_BENCH_N (bindings), LQ6_BENCH_PAUSE (stall seconds, default 5).
 
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 
 const GROUPS: u32 = 10;
 
@@ -428,116 +429,6 @@ async fn main() {
         );
     }
 
-    udp_by_address(s.responder.clone(), n).await;
     println!();
     println!("process RSS at the end: {:.1} MiB", mib(rss_kib()));
-}
-
-/// UDP QUERY_BY_ADDRESS, 16 outstanding. The server side is one task on its
-/// own current-thread runtime in front of `answer_udp`, as in the DHCPv6
-/// server's UDP loop; the requestor is a closed loop on another thread that
-/// keeps 16 queries outstanding.
-async fn udp_by_address(r: Arc<Responder>, n: u32) {
-    let std_sock = std::net::UdpSocket::bind("[::1]:0").unwrap();
-    std_sock.set_nonblocking(true).unwrap();
-    let addr = std_sock.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let sock = UdpSocket::from_std(std_sock).unwrap();
-            let mut buf = vec![0u8; 1500];
-            let mut out = Vec::with_capacity(1500);
-            loop {
-                let Ok((len, src)) = sock.recv_from(&mut buf).await else {
-                    return;
-                };
-                let Ok(Message::Client(m)) = Message::decode(&buf[..len]) else {
-                    continue;
-                };
-                if r.answer_udp(&m, src, false, &mut out).await {
-                    let _ = sock.send_to(&out, src).await;
-                }
-            }
-        });
-    });
-    let total: u32 = 100_000;
-    let outstanding = 16u32;
-    let client = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let client = UdpSocket::bind("[::1]:0").await.unwrap();
-            client.connect(addr).await.unwrap();
-            let mut sent_at: Vec<Option<Instant>> = vec![None; total as usize];
-            // The query for `xid`, encoded, with its send time recorded.
-            let encode = |xid: u32, sent_at: &mut Vec<Option<Instant>>| {
-                let prefix = pd_prefix(xid % n);
-                let q = query(
-                    xid,
-                    QueryType::ByAddress,
-                    Ipv6Addr::UNSPECIFIED,
-                    vec![DhcpOption::IaAddr(IaAddr {
-                        addr: Ipv6Addr::from(u128::from(prefix) + 1),
-                        preferred: 0,
-                        valid: 0,
-                        options: vec![],
-                    })],
-                );
-                sent_at[xid as usize] = Some(Instant::now());
-                q.to_vec().unwrap()
-            };
-            let t = Instant::now();
-            let mut next = 0u32;
-            while next < outstanding.min(total) {
-                let b = encode(next, &mut sent_at);
-                client.send(&b).await.unwrap();
-                next += 1;
-            }
-            let mut lat = Vec::with_capacity(total as usize);
-            let mut buf = vec![0u8; 1500];
-            let mut hits = 0u32;
-            while (lat.len() as u32) < total {
-                let Ok(Ok(len)) =
-                    tokio::time::timeout(Duration::from_secs(2), client.recv(&mut buf)).await
-                else {
-                    break;
-                };
-                let xid = u32::from_be_bytes([0, buf[1], buf[2], buf[3]]);
-                let Some(t0) = sent_at.get_mut(xid as usize).and_then(|s| s.take()) else {
-                    continue;
-                };
-                lat.push(t0.elapsed());
-                if buf[..len].windows(2).any(|w| w == [0, 45]) {
-                    hits += 1;
-                }
-                if next < total {
-                    let b = encode(next, &mut sent_at);
-                    client.send(&b).await.unwrap();
-                    next += 1;
-                }
-            }
-            (lat, hits, t.elapsed())
-        })
-    });
-    let (mut lat, hits, el) = client.join().unwrap();
-    lat.sort();
-    let p = |q: f64| {
-        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    println!(
-        "| UDP QUERY_BY_ADDRESS in a delegated prefix, 16 outstanding ({} answered, {hits} with CLIENT_DATA) | {} | {:.2} | {:.0} q/s | p50 {:.3} ms, p99 {:.3} ms | | |",
-        lat.len(),
-        total,
-        el.as_secs_f64(),
-        lat.len() as f64 / el.as_secs_f64(),
-        p(0.5).as_secs_f64() * 1e3,
-        p(0.99).as_secs_f64() * 1e3
-    );
 }
