@@ -67,15 +67,13 @@ struct Reserved {
     prefixes: Vec<(Ipv6Addr, u8)>,
 }
 
-type ClientKey = (Vec<u8>, usize);
-
 struct State {
     /// (link index, pool) for addresses (IA_NA, IA_TA).
     addr_pools: Vec<(usize, Pool)>,
     /// (link index, pool) for delegated prefixes.
     pd_pools: Vec<(usize, Pool)>,
     /// Known leases of each client on each link (a cache of the store, Active leases only).
-    clients: HashMap<ClientKey, Vec<Lease>>,
+    clients: crate::cache::LeaseCache,
     /// Clients with a transaction in flight (retransmissions are dropped meanwhile).
     busy: HashSet<Vec<u8>>,
 }
@@ -236,7 +234,7 @@ impl Engine {
             state: Mutex::new(State {
                 addr_pools,
                 pd_pools,
-                clients: HashMap::new(),
+                clients: Default::default(),
                 busy: HashSet::new(),
             }),
         }
@@ -256,9 +254,15 @@ impl Engine {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Learns from the store which pool entries are taken (`active_in_range`) and, when the
-    /// cache is authoritative, every active binding. Leases survive restarts this way.
+    /// Learns from the store which pool entries are taken and, when the cache is authoritative,
+    /// every active binding. Leases survive restarts this way.
+    ///
+    /// An authoritative cache reads every binding once and fills pools and cache from it; a
+    /// shared store only marks the pool ranges (`active_in_range`) and reads clients on demand.
     pub async fn load(&self, now: u64) -> Result<usize, EngineError> {
+        if self.opts.cache_authoritative {
+            return self.load_all(now).await;
+        }
         let ranges: Vec<(bool, usize, Ipv6Addr, Ipv6Addr)> = {
             let st = self.lock();
             let a = st
@@ -299,45 +303,50 @@ impl Engine {
                 }
             }
         }
-        // Every binding (inactive ones too, for quarantined DECLINEs) when the cache is
-        // authoritative; only quarantines otherwise are lost across a restart.
-        if self.opts.cache_authoritative {
-            use futures::StreamExt;
-            let mut s = Box::pin(lq6_store::stream(
-                self.store.clone(),
-                lq6_store::Query::all().inactive(true),
-                1024,
-            ));
-            while let Some(b) = s.next().await {
-                let b = b?;
-                let Some(li) = self.links.by_name(&b.client.link) else {
-                    continue;
+        Ok(n)
+    }
+
+    /// [`Engine::load`] for an authoritative cache: one pass over every binding (inactive ones
+    /// too, for quarantined DECLINEs).
+    async fn load_all(&self, now: u64) -> Result<usize, EngineError> {
+        use futures::StreamExt;
+        let mut n = 0;
+        let mut s = Box::pin(lq6_store::stream(
+            self.store.clone(),
+            lq6_store::Query::all().inactive(true),
+            1024,
+        ));
+        while let Some(b) = s.next().await {
+            let b = b?;
+            let owner = owner_of(&b.client.duid);
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            for l in b.leases.iter().filter(|l| l.expires_at > now) {
+                let (holder, in_na, in_pd) = match l.state {
+                    // Whichever pool has the entry, whatever link the binding names.
+                    LeaseState::Active => (owner, true, true),
+                    // Quarantined, held by nobody, in the pools of its kind.
+                    LeaseState::Declined => (0, l.kind != LeaseKind::Pd, l.kind == LeaseKind::Pd),
+                    _ => continue,
                 };
-                let mut guard = self.lock();
-                let st = &mut *guard;
-                for l in b
-                    .leases
-                    .iter()
-                    .filter(|l| l.state == LeaseState::Declined && l.expires_at > now)
-                {
-                    let pools = if l.kind == LeaseKind::Pd {
-                        &mut st.pd_pools
-                    } else {
-                        &mut st.addr_pools
-                    };
-                    for (_, p) in pools.iter_mut().filter(|(_, p)| p.index(l.addr).is_some()) {
-                        p.take(l.addr, 0, l.expires_at, false);
+                let na = st.addr_pools.iter_mut().filter(|_| in_na);
+                let pools = na.chain(st.pd_pools.iter_mut().filter(|_| in_pd));
+                for (_, p) in pools.filter(|(_, p)| p.index(l.addr).is_some()) {
+                    p.take(l.addr, holder, l.expires_at, false);
+                    if holder != 0 {
+                        n += 1;
                     }
                 }
-                let leases: Vec<Lease> = b
-                    .leases
-                    .into_iter()
-                    .filter(|l| l.state == LeaseState::Active && l.expires_at > now)
-                    .collect();
-                if !leases.is_empty() {
-                    st.clients.insert((b.client.duid, li), leases);
-                }
             }
+            let Some(li) = self.links.by_name(&b.client.link) else {
+                continue;
+            };
+            let leases: Vec<Lease> = b
+                .leases
+                .into_iter()
+                .filter(|l| l.state == LeaseState::Active && l.expires_at > now)
+                .collect();
+            st.clients.set(&b.client.duid, li, leases);
         }
         Ok(n)
     }
@@ -352,10 +361,7 @@ impl Engine {
             for (_, p) in st.addr_pools.iter_mut().chain(st.pd_pools.iter_mut()) {
                 n += p.reclaim(now);
             }
-            st.clients.retain(|_, ls| {
-                ls.retain(|l| l.expires_at > now);
-                !ls.is_empty()
-            });
+            st.clients.retain_all(|l| l.expires_at > now);
             self.counters
                 .reclaimed
                 .fetch_add(n as u64, Ordering::Relaxed);
@@ -813,11 +819,7 @@ impl Engine {
                 .filter(|l| l.state == LeaseState::Active)
                 .collect();
             let mut st = self.lock();
-            if leases.is_empty() {
-                st.clients.remove(&(duid.to_vec(), link));
-            } else {
-                st.clients.insert((duid.to_vec(), link), leases);
-            }
+            st.clients.set(duid, link, leases);
         }
     }
 
@@ -839,11 +841,7 @@ impl Engine {
         let l = &self.links.links[link];
         let owner = owner_of(duid.as_bytes());
         let mut st = self.lock();
-        let existing = st
-            .clients
-            .get(&(duid.as_bytes().to_vec(), link))
-            .cloned()
-            .unwrap_or_default();
+        let existing = st.clients.get(duid.as_bytes(), link);
         let mut used: HashSet<Ipv6Addr> = HashSet::new();
         let mut outs = Vec::new();
         for ia in ias {
@@ -959,7 +957,6 @@ impl Engine {
     ) -> Option<Vec<IaOut>> {
         let l = &self.links.links[link];
         let owner = owner_of(duid.as_bytes());
-        let key = (duid.as_bytes().to_vec(), link);
         if ias.is_empty() {
             return Some(Vec::new());
         }
@@ -1021,11 +1018,7 @@ impl Engine {
                             }
                         }
                     }
-                    if active.is_empty() {
-                        st.clients.remove(&key);
-                    } else {
-                        st.clients.insert(key, active);
-                    }
+                    st.clients.set(duid.as_bytes(), link, active);
                     return Some(outs);
                 }
                 Err(StoreError::Conflict { addr }) => {
@@ -1051,9 +1044,8 @@ impl Engine {
                     }
                     if !fresh.iter().any(|(_, a)| *a == addr) {
                         // The conflict is on a lease the client already had: drop it from the cache.
-                        if let Some(ls) = st.clients.get_mut(&key) {
-                            ls.retain(|x| x.addr != addr);
-                        }
+                        st.clients
+                            .retain_client(duid.as_bytes(), link, |x| x.addr != addr);
                         for (_, p) in st.addr_pools.iter_mut().chain(st.pd_pools.iter_mut()) {
                             if p.index(addr).is_some() {
                                 p.take(addr, 0, now + 60, false);
@@ -1097,11 +1089,7 @@ impl Engine {
     ) -> (Vec<IaOut>, Vec<(IaKind, Ipv6Addr)>) {
         let l = &self.links.links[link];
         let (pref, valid) = (l.lifetimes.preferred, l.lifetimes.valid);
-        let existing = st
-            .clients
-            .get(&(duid.as_bytes().to_vec(), link))
-            .cloned()
-            .unwrap_or_default();
+        let existing = st.clients.get(duid.as_bytes(), link);
         let mut fresh = Vec::new();
         let mut used: HashSet<Ipv6Addr> = HashSet::new();
         let mut outs = Vec::new();
@@ -1260,8 +1248,7 @@ impl Engine {
         now: u64,
     ) -> Option<Vec<IaOut>> {
         let l = &self.links.links[link];
-        let key = (duid.as_bytes().to_vec(), link);
-        let existing = self.lock().clients.get(&key).cloned().unwrap_or_default();
+        let existing = self.lock().clients.get(duid.as_bytes(), link);
         let mut outs = Vec::new();
         let mut changed = Vec::new();
         for ia in ias {
@@ -1329,12 +1316,9 @@ impl Engine {
                     }
                 }
             }
-            if let Some(ls) = st.clients.get_mut(&key) {
-                ls.retain(|x| !changed.iter().any(|c| c.addr == x.addr && c.kind == x.kind));
-                if ls.is_empty() {
-                    st.clients.remove(&key);
-                }
-            }
+            st.clients.retain_client(duid.as_bytes(), link, |x| {
+                !changed.iter().any(|c| c.addr == x.addr && c.kind == x.kind)
+            });
         }
         Some(outs)
     }
@@ -1393,7 +1377,7 @@ fn last_of(p: &Pool) -> Ipv6Addr {
     let span = if p.shift >= 128 {
         u128::MAX
     } else {
-        p.count.saturating_mul(1u128 << p.shift)
+        u128::from(p.count).saturating_mul(1u128 << p.shift)
     };
     Ipv6Addr::from(p.base.saturating_add(span.saturating_sub(1)))
 }

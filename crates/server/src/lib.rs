@@ -14,6 +14,7 @@
 //!
 //! Durability: a lease is committed to the store before the REPLY announcing it is built.
 
+mod cache;
 pub mod counters;
 pub mod duid;
 pub mod engine;
