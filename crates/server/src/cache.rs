@@ -54,11 +54,16 @@ impl LeaseCache {
     }
 
     /// Keeps the client's leases on `link` for which `keep` holds.
-    pub fn retain_client(&mut self, duid: &[u8], link: usize, keep: impl FnMut(&Lease) -> bool) {
+    pub fn retain_client(
+        &mut self,
+        duid: &[u8],
+        link: usize,
+        mut keep: impl FnMut(&Lease) -> bool,
+    ) {
         let kept = with_key(duid, link, |k| {
             self.map
                 .get(k)
-                .map(|ls| ls.iter().cloned().filter(keep).collect::<Vec<_>>())
+                .map(|ls| ls.iter().filter(|x| keep(x)).cloned().collect::<Vec<_>>())
         });
         if let Some(kept) = kept {
             self.set(duid, link, kept);
