@@ -12,7 +12,7 @@
 //! RELAY-FORW messages (RFC 8415 §9) without the innermost RELAY_MSG.
 
 use std::collections::HashMap;
-use std::io::BufRead;
+use std::io::{BufRead, Seek, SeekFrom};
 use std::net::Ipv6Addr;
 
 use crate::{
@@ -391,70 +391,166 @@ fn parse_row(
 }
 
 /// Import a Kea lease6 memfile CSV into `store`. Rows are committed in large transactions.
-pub async fn import_csv<R: BufRead>(
-    reader: R,
+///
+/// Memory is bounded by the number of distinct leases, not by the file: pass 1 parses every row
+/// (so bad rows are reported, and `strict` stops, before anything is written) and keeps only the
+/// line of each lease's last row (about 64 octets per lease). Passes 2 and 3 re-read the file and
+/// commit those rows in batches: inactive ones first, so that an address released by one client
+/// and later taken by another never looks like a conflict, then active ones.
+pub async fn import_csv<R: BufRead + Seek>(
+    mut reader: R,
     store: &dyn LeaseStore,
     opts: &ImportOptions,
 ) -> Result<ImportReport> {
     let mut report = ImportReport::default();
-    let mut lines = reader.lines();
-    let header = match lines.next() {
-        Some(Ok(h)) => h,
-        Some(Err(e)) => return Err(StoreError::Invalid(format!("reading CSV: {e}"))),
-        None => return Err(StoreError::Invalid("empty CSV file".into())),
-    };
+    let mut header = String::new();
+    match reader.read_line(&mut header) {
+        Ok(0) => return Err(StoreError::Invalid("empty CSV file".into())),
+        Ok(_) => {}
+        Err(e) => return Err(StoreError::Invalid(format!("reading CSV: {e}"))),
+    }
     let cols = Cols::from_header(&header)?;
-    // Pass 1: parse, and keep only the last row per lease (the file is an append log).
-    let mut rows: Vec<Option<(u64, ClientUpdate)>> = Vec::new();
-    let mut last: HashMap<(u128, u8), usize> = HashMap::new();
-    for (i, line) in lines.enumerate() {
-        let lineno = i as u64 + 2;
-        let line = line.map_err(|e| StoreError::Invalid(format!("line {lineno}: {e}")))?;
-        if line.trim().is_empty() {
-            continue;
-        }
+    let data_start = reader
+        .stream_position()
+        .map_err(|e| StoreError::Invalid(format!("reading CSV: {e}")))?;
+
+    // Pass 1. Key: address and prefix length; value: the line of the last row, ACTIVE_BIT set
+    // when that row is an active lease.
+    const ACTIVE_BIT: u64 = 1 << 63;
+    let mut last: HashMap<[u8; 17], u64> = HashMap::new();
+    for_each_row(&mut reader, |lineno, line| {
         report.rows += 1;
-        match parse_row(&line, &cols, opts) {
+        match parse_row(line, &cols, opts) {
             Ok(u) => {
                 let l = &u.leases[0];
-                let key = (u128::from(l.addr), l.prefix_len);
-                if let Some(prev) = last.insert(key, rows.len()) {
-                    rows[prev] = None;
+                let mut key = [0u8; 17];
+                key[..16].copy_from_slice(&l.addr.octets());
+                key[16] = l.prefix_len;
+                let v = lineno
+                    | if l.state == LeaseState::Active {
+                        ACTIVE_BIT
+                    } else {
+                        0
+                    };
+                if last.insert(key, v).is_some() {
                     report.superseded += 1;
                 }
-                rows.push(Some((lineno, u)));
+                Ok(())
             }
+            Err(msg) if opts.strict => Err(StoreError::Invalid(format!("line {lineno}: {msg}"))),
             Err(msg) => {
-                if opts.strict {
-                    return Err(StoreError::Invalid(format!("line {lineno}: {msg}")));
-                }
                 report.errors.push((lineno, msg));
+                Ok(())
             }
         }
-    }
-    drop(last);
-    // Pass 2: commit. Inactive rows first, so that an address released by one client and later taken
-    // by another never looks like a conflict.
-    let mut ordered: Vec<(u64, ClientUpdate)> = rows.into_iter().flatten().collect();
-    ordered.sort_by_key(|(line, u)| (u.leases[0].state == LeaseState::Active, *line));
+    })?;
+    let (mut active, mut inactive): (Vec<u64>, Vec<u64>) =
+        last.into_values().partition(|v| v & ACTIVE_BIT != 0);
+    active.iter_mut().for_each(|v| *v &= !ACTIVE_BIT);
+    active.sort_unstable();
+    inactive.sort_unstable();
+
+    // Passes 2 and 3.
     let batch = opts.batch.max(1);
-    let mut it = ordered.into_iter().peekable();
-    while it.peek().is_some() {
-        let chunk: Vec<(u64, ClientUpdate)> = it.by_ref().take(batch).collect();
-        let (linenos, updates): (Vec<u64>, Vec<ClientUpdate>) = chunk.into_iter().unzip();
-        let results = store.commit_batch(updates).await?;
-        for (lineno, r) in linenos.into_iter().zip(results) {
-            match r {
-                Ok(_) => report.imported += 1,
-                Err(e) => {
-                    if opts.strict {
-                        return Err(StoreError::Invalid(format!("line {lineno}: {e}")));
-                    }
-                    report.errors.push((lineno, e.to_string()));
-                }
+    for lines in [inactive, active] {
+        reader
+            .seek(SeekFrom::Start(data_start))
+            .map_err(|e| StoreError::Invalid(format!("re-reading CSV: {e}")))?;
+        let mut want = lines.iter().copied().peekable();
+        let mut pending: Vec<(u64, ClientUpdate)> = Vec::with_capacity(batch.min(lines.len()));
+        let mut rows = RowReader::new(&mut reader);
+        while want.peek().is_some() {
+            let Some((lineno, line)) = rows.next_row()? else {
+                break;
+            };
+            if want.peek() != Some(&lineno) {
+                continue;
+            }
+            want.next();
+            // Parsed fine in pass 1, so this only fails if the file changed underneath.
+            match parse_row(line, &cols, opts) {
+                Ok(u) => pending.push((lineno, u)),
+                Err(msg) => report
+                    .errors
+                    .push((lineno, format!("changed while importing: {msg}"))),
+            }
+            if pending.len() == batch {
+                commit_chunk(store, std::mem::take(&mut pending), opts, &mut report).await?;
             }
         }
+        commit_chunk(store, pending, opts, &mut report).await?;
     }
     report.errors.sort();
     Ok(report)
+}
+
+/// Commits `chunk` in one `commit_batch`, recording each row's outcome.
+async fn commit_chunk(
+    store: &dyn LeaseStore,
+    chunk: Vec<(u64, ClientUpdate)>,
+    opts: &ImportOptions,
+    report: &mut ImportReport,
+) -> Result<()> {
+    if chunk.is_empty() {
+        return Ok(());
+    }
+    let (linenos, updates): (Vec<u64>, Vec<ClientUpdate>) = chunk.into_iter().unzip();
+    let results = store.commit_batch(updates).await?;
+    for (lineno, r) in linenos.into_iter().zip(results) {
+        match r {
+            Ok(_) => report.imported += 1,
+            Err(e) if opts.strict => {
+                return Err(StoreError::Invalid(format!("line {lineno}: {e}")))
+            }
+            Err(e) => report.errors.push((lineno, e.to_string())),
+        }
+    }
+    Ok(())
+}
+
+/// Reads data rows (after the header): line numbers count from 1 at the header; blank lines are
+/// skipped.
+struct RowReader<'a, R> {
+    reader: &'a mut R,
+    buf: String,
+    lineno: u64,
+}
+
+impl<'a, R: BufRead> RowReader<'a, R> {
+    fn new(reader: &'a mut R) -> Self {
+        RowReader {
+            reader,
+            buf: String::new(),
+            lineno: 1,
+        }
+    }
+
+    fn next_row(&mut self) -> Result<Option<(u64, &str)>> {
+        loop {
+            self.buf.clear();
+            self.lineno += 1;
+            let n = self
+                .reader
+                .read_line(&mut self.buf)
+                .map_err(|e| StoreError::Invalid(format!("line {}: {e}", self.lineno)))?;
+            if n == 0 {
+                return Ok(None);
+            }
+            if !self.buf.trim().is_empty() {
+                return Ok(Some((self.lineno, self.buf.trim_end_matches(['\r', '\n']))));
+            }
+        }
+    }
+}
+
+/// Runs `f` on every data row.
+fn for_each_row<R: BufRead>(
+    reader: &mut R,
+    mut f: impl FnMut(u64, &str) -> Result<()>,
+) -> Result<()> {
+    let mut rows = RowReader::new(reader);
+    while let Some((lineno, line)) = rows.next_row()? {
+        f(lineno, line)?;
+    }
+    Ok(())
 }

@@ -42,7 +42,7 @@ async fn import_kea_csv() {
         link_map: HashMap::from([(2, "lan2".to_string())]),
         ..Default::default()
     };
-    let rep = import_csv(csv.as_bytes(), store.as_ref(), &opts)
+    let rep = import_csv(std::io::Cursor::new(csv.as_bytes()), store.as_ref(), &opts)
         .await
         .unwrap();
     assert_eq!(rep.rows, 9);
@@ -209,7 +209,7 @@ async fn strict_stops_at_first_bad_row() {
         strict: true,
         ..Default::default()
     };
-    let e = import_csv(csv.as_bytes(), &store, &opts)
+    let e = import_csv(std::io::Cursor::new(csv.as_bytes()), &store, &opts)
         .await
         .expect_err("strict");
     assert!(
@@ -223,9 +223,13 @@ async fn strict_stops_at_first_bad_row() {
 async fn not_a_kea_file() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("l.db")).unwrap();
-    let e = import_csv(&b"name,value\nx,1\n"[..], &store, &ImportOptions::default())
-        .await
-        .expect_err("header");
+    let e = import_csv(
+        std::io::Cursor::new(&b"name,value\nx,1\n"[..]),
+        &store,
+        &ImportOptions::default(),
+    )
+    .await
+    .expect_err("header");
     assert!(e.to_string().contains("line 1"));
 }
 
@@ -248,9 +252,13 @@ async fn large_import_is_fast() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("l.db")).unwrap();
     let t0 = std::time::Instant::now();
-    let rep = import_csv(csv.as_bytes(), &store, &ImportOptions::default())
-        .await
-        .unwrap();
+    let rep = import_csv(
+        std::io::Cursor::new(csv.as_bytes()),
+        &store,
+        &ImportOptions::default(),
+    )
+    .await
+    .unwrap();
     let dt = t0.elapsed();
     eprintln!("imported {n} Kea rows in {dt:?}");
     assert_eq!(rep.imported, n);
