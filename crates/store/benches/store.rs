@@ -23,6 +23,11 @@ fn env_n(k: &str, d: usize) -> usize {
         .unwrap_or(d)
 }
 
+/// Bindings per store page in the scans (LQ6_BENCH_PAGE; the responder's default is 2048).
+fn page_size() -> usize {
+    env_n("LQ6_BENCH_PAGE", 1000)
+}
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -125,7 +130,11 @@ async fn scan(store: Arc<dyn LeaseStore>, n: usize) -> (f64, i64, usize) {
     let rss0 = rss_kib() as i64;
     let mut peak = rss0;
     let t0 = Instant::now();
-    let mut s = std::pin::pin!(stream(store, Query::relay_id(RELAY.to_vec(), None), 1000));
+    let mut s = std::pin::pin!(stream(
+        store,
+        Query::relay_id(RELAY.to_vec(), None),
+        page_size()
+    ));
     let mut count = 0usize;
     let mut bytes = 0usize;
     while let Some(b) = s.next().await {
@@ -154,7 +163,7 @@ async fn scan_visit(store: Arc<dyn LeaseStore>, n: usize) -> (f64, i64, usize) {
     let mut after = None;
     loop {
         let next = store
-            .page_visit(&q, after, 1000, &mut |v: &BindingView<'_>| {
+            .page_visit(&q, after, page_size(), &mut |v: &BindingView<'_>| {
                 count += 1;
                 acc = acc
                     .wrapping_add(v.duid.len() as u64 + v.link.len() as u64)
@@ -181,7 +190,7 @@ async fn scan_visit(store: Arc<dyn LeaseStore>, n: usize) -> (f64, i64, usize) {
             })
             .await
             .expect("page_visit");
-        if count % 50_000 < 1000 {
+        if count % 50_000 < page_size() {
             peak = peak.max(rss_kib() as i64);
         }
         match next {
@@ -270,7 +279,11 @@ async fn main() {
             backend: "sqlite",
             what: format!("stream {count} for one Relay-ID, page()"),
             value: fmt_rate(rate),
-            note: format!("RSS growth {:.1} MiB, 1000 per page", rss as f64 / 1024.0),
+            note: format!(
+                "RSS growth {:.1} MiB, {} per page",
+                rss as f64 / 1024.0,
+                page_size()
+            ),
         });
         let (rate, rss, count) = scan_visit(store.clone(), n).await;
         rows.push(Row {
@@ -278,8 +291,9 @@ async fn main() {
             what: format!("stream {count} for one Relay-ID, page_visit()"),
             value: fmt_rate(rate),
             note: format!(
-                "RSS growth {:.1} MiB, 1000 per page, visitor reads every field",
-                rss as f64 / 1024.0
+                "RSS growth {:.1} MiB, {} per page, visitor reads every field",
+                rss as f64 / 1024.0,
+                page_size()
             ),
         });
         // Baseline: raw SQLite scan of the same rows through the same index, without decoding.
