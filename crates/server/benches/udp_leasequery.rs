@@ -212,12 +212,33 @@ fn echo(reply: Vec<u8>) -> SocketAddr {
     addr
 }
 
-fn row(name: &str, r: &Run, base: f64) {
+/// CPU time (user + system) of this process's threads named `name`, in seconds.
+fn thread_cpu(name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    let ticks: u64 = tasks
+        .filter_map(|t| {
+            let p = t.ok()?.path();
+            let comm = std::fs::read_to_string(p.join("comm")).ok()?;
+            if comm.trim() != name {
+                return None;
+            }
+            let stat = std::fs::read_to_string(p.join("stat")).ok()?;
+            // Fields after the parenthesised command: utime and stime are the 12th and 13th.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum();
+    ticks as f64 / 100.0
+}
+
+fn row(name: &str, r: &Run, with_data: &str, cpu: &str, base: f64) {
     let rate = r.answered as f64 / r.secs;
     println!(
-        "| {name} | {} | {} | {:.0} | {:.3} | {:.3} | {:.2} |",
+        "| {name} | {} | {with_data} | {:.0} | {:.3} | {:.3} | {cpu} | {:.2} |",
         r.answered,
-        r.with_data,
         rate,
         r.p50.as_secs_f64() * 1e3,
         r.p99.as_secs_f64() * 1e3,
@@ -316,14 +337,23 @@ enabled = false
     );
     println!();
     println!(
-        "| UDP QUERY_BY_ADDRESS, {OUTSTANDING} outstanding | answered | with CLIENT_DATA | q/s | p50 ms | p99 ms | x echo |"
+        "| UDP QUERY_BY_ADDRESS, {OUTSTANDING} outstanding | answered | with CLIENT_DATA | q/s | p50 ms | p99 ms | server CPU per query | x echo |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let e = requestor(echo(sample), total, n);
     let base = e.answered as f64 / e.secs;
-    row("baseline: echo of a same-size reply", &e, base);
+    row("baseline: echo of a same-size reply", &e, "", "", base);
+    let cpu0 = thread_cpu("lq6-dhcp-0");
     let r = requestor(to, total, n);
-    row("lq6 serve, SQLite store", &r, base);
+    let cpu = (thread_cpu("lq6-dhcp-0") - cpu0) / r.answered.max(1) as f64;
+    let cpu = format!("{:.1} µs (thread lq6-dhcp-0)", cpu * 1e6);
+    row(
+        "lq6 serve, SQLite store",
+        &r,
+        &r.with_data.to_string(),
+        &cpu,
+        base,
+    );
     let c = started.counters.snapshot();
     let get = |k: &str| c.iter().find(|(n, _)| *n == k).map_or(0, |(_, v)| *v);
     println!();
