@@ -158,10 +158,11 @@ pub fn bind(
 /// Serves until `shutdown`, then waits for in-flight transactions (their leases are committed
 /// and their replies sent).
 ///
-/// Each of `workers` threads (`server.udp_workers`; 0: one per CPU, at most 4) runs a current-thread runtime with its
-/// own registration of every socket: no work stealing and no cross-thread wake-ups per
-/// datagram; the only hand-off is to the store's commit thread and back. All workers read the
-/// same sockets, so one busy relay is spread over all of them. `max_in_flight` is shared.
+/// Each of `workers` threads (`server.udp_workers`; 0: one per CPU, at most 4) runs a
+/// current-thread runtime with its own registration of every socket: no work stealing and no
+/// cross-thread hand-off per datagram; the only hand-off is to the store's commit thread and
+/// back. All workers read the same sockets, so one busy relay is spread over all of them (but
+/// every worker wakes for each datagram). `max_in_flight` is shared.
 pub async fn run(
     engine: Arc<Engine>,
     listeners: Vec<Listener>,
