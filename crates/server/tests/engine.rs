@@ -880,17 +880,27 @@ async fn relay_port_and_ero() {
     assert_eq!(out.dst.port(), 547);
 }
 
+/// A restart rebuilds pools and lease cache from the store in one pass: active addresses and
+/// prefixes stay with their owners, and a declined address stays quarantined.
 #[tokio::test]
 async fn leases_survive_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     let d = duid(18);
-    let (a, _) = {
+    let (a, p, declined, p2) = {
         let h = harness_in(dir).await;
-        let r = obtain(&h, &d).await;
+        let (a, p) = obtain(&h, &d).await;
+        let (a2, p2) = obtain(&h, &duid(20)).await;
+        let mut o = with_server(&duid(20));
+        o.push(ia_na(1, &[&a2.to_string()]));
+        let rep = h.relayed(msg(MessageType::DECLINE, 4, o)).await.unwrap();
+        assert_eq!(
+            rep.options.as_slice().status().unwrap().status,
+            Status::Success
+        );
         let _ = &h.cfg;
         std::mem::forget(h._dir); // keep the directory
-        r
+        (a, p, a2, p2)
     };
     let dir2 = tempfile::TempDir::new_in(path.parent().unwrap()).unwrap();
     std::fs::copy(path.join("l.db"), dir2.path().join("l.db")).unwrap();
@@ -901,14 +911,19 @@ async fn leases_survive_restart() {
         );
     }
     let h = harness_in(dir2).await;
-    assert_eq!(h.engine.pool_usage().0, 1);
-    // Another client does not get the address; the owner renews it.
-    let (other, _) = obtain(&h, &duid(19)).await;
-    assert_ne!(other, a);
+    // Addresses: the owner's and the quarantined one; prefixes: both clients'.
+    assert_eq!(h.engine.pool_usage(), (2, 2));
+    assert_eq!(h.engine.cached_clients(), 2);
+    // Another client gets none of them; the owner renews both of its leases.
+    let (other, other_p) = obtain(&h, &duid(19)).await;
+    assert!(other != a && other != declined, "{other} was taken");
+    assert!(other_p != p && other_p != p2, "{other_p} was taken");
     let mut o = with_server(&d);
     o.push(ia_na(1, &[&a.to_string()]));
+    o.push(ia_pd(2, &[(&p.to_string(), 56)]));
     let rep = h.relayed(msg(MessageType::RENEW, 3, o)).await.unwrap();
     assert_eq!(addrs(&ias(&rep, 3)[0])[0], (a, 1000, 2000));
+    assert_eq!(addrs(&ias(&rep, 25)[0])[0], (p, 1000, 2000));
     let _ = std::fs::remove_dir_all(&path);
 }
 
