@@ -104,6 +104,10 @@ pub struct StoreConfig {
     pub postgres: Option<String>,
     /// Directory for the generated server DUID; defaults to the directory of `path`.
     pub state_dir: Option<PathBuf>,
+    /// MiB of the SQLite file that read connections map into memory (default 0, off). Lookups get
+    /// cheaper (UDP QUERY_BY_ADDRESS among 1M bindings: ~80k to ~100k q/s on 2 cores), but the
+    /// mapped pages that are read count in the server's resident size, up to the whole file.
+    pub mmap_mib: u64,
 }
 
 impl StoreConfig {
@@ -363,6 +367,12 @@ impl Config {
             }
             (None, None) => return e("store".into(), "`path` or `postgres` is required".into()),
             _ => {}
+        }
+        if self.store.postgres.is_some() && self.store.mmap_mib > 0 {
+            return e(
+                "store.mmap_mib".into(),
+                "maps the SQLite file; it has no meaning with `postgres`".into(),
+            );
         }
         if self.store.postgres.is_some()
             && self.server.duid.is_none()

@@ -92,6 +92,12 @@ fn semantic_errors_name_line_and_key() {
     let t = GOOD.replace("[store]\npath = \"/var/lib/lq6/leases.db\"", "");
     let (_, key, _) = err(&t);
     assert_eq!(key, "store");
+    let t = GOOD.replace(
+        "path = \"/var/lib/lq6/leases.db\"",
+        "postgres = \"host=db\"\nmmap_mib = 512",
+    );
+    let (line, key, msg) = err(&t);
+    assert_eq!((line, key.as_str()), (9, "store.mmap_mib"), "{msg}");
 }
 
 #[test]

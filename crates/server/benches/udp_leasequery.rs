@@ -7,7 +7,8 @@
 //! echo on its own thread that answers each query with a reply of the same size: the loopback
 //! floor of this requestor on this machine.
 //! Env: LQ6_BENCH_N (bindings), LQ6_BENCH_QUERIES (per row, default 200,000),
-//! LQ6_BENCH_WORKERS (`server.udp_workers`, default 1).
+//! LQ6_BENCH_WORKERS (`server.udp_workers`, default 1), LQ6_BENCH_MMAP_MIB (`store.mmap_mib`,
+//! default 0).
 
 use lq6_proto::{
     ClientMessage, DhcpOption, Duid, IaAddr, LqQuery, Message, MessageType, QueryType,
@@ -282,6 +283,7 @@ async fn main() {
         .expect("free port")
         .port();
     let workers = env_u32("LQ6_BENCH_WORKERS", 1);
+    let mmap_mib = env_u32("LQ6_BENCH_MMAP_MIB", 0);
     let toml = format!(
         r#"
 [server]
@@ -290,6 +292,7 @@ listen = ["[::1]:{port}"]
 udp_workers = {workers}
 [store]
 path = "{}"
+mmap_mib = {mmap_mib}
 [[links]]
 name = "lan1"
 prefixes = ["2001:db8:1::/64"]

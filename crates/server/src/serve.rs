@@ -54,9 +54,15 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn LeaseStore>, ServeError>
                 })?;
             }
             let path = p.clone();
-            let s = tokio::task::spawn_blocking(move || lq6_store::sqlite::SqliteStore::open(path))
-                .await
-                .map_err(|e| ServeError::Config(format!("store open task failed: {e}")))??;
+            let opts = lq6_store::sqlite::SqliteOptions {
+                reader_mmap_bytes: cfg.store.mmap_mib.saturating_mul(1 << 20),
+                ..Default::default()
+            };
+            let s = tokio::task::spawn_blocking(move || {
+                lq6_store::sqlite::SqliteStore::open_with(path, opts)
+            })
+            .await
+            .map_err(|e| ServeError::Config(format!("store open task failed: {e}")))??;
             info!(path = %p.display(), "lease store: sqlite");
             Ok(Arc::new(s))
         }

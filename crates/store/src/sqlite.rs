@@ -113,6 +113,11 @@ pub struct SqliteOptions {
     pub readers: usize,
     /// Page cache per read connection in KiB (default 4096; the OS page cache holds the rest).
     pub reader_cache_kib: i64,
+    /// Bytes of the database file that read connections map into memory (`PRAGMA mmap_size`;
+    /// default 0, off). Mapped reads skip a copy and a syscall per page (UDP lookups among 1M
+    /// bindings: about 20% less CPU), but every mapped page that is touched counts in the
+    /// process's resident size, up to the whole file.
+    pub reader_mmap_bytes: u64,
     /// Most updates committed in one transaction (default 4096).
     pub max_group: usize,
 }
@@ -123,6 +128,7 @@ impl Default for SqliteOptions {
             create: true,
             readers: 6,
             reader_cache_kib: 4096,
+            reader_mmap_bytes: 0,
             max_group: 4096,
         }
     }
@@ -376,13 +382,15 @@ fn create(path: &Path) -> Result<()> {
     fsync_dir(path)
 }
 
-fn reader_conn(path: &Path, cache_kib: i64) -> Result<Connection> {
+fn reader_conn(path: &Path, opts: &SqliteOptions) -> Result<Connection> {
     let c = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     c.execute_batch(&format!(
-        "PRAGMA cache_size=-{cache_kib}; PRAGMA mmap_size=0; PRAGMA busy_timeout=10000;"
+        "PRAGMA cache_size=-{}; PRAGMA mmap_size={}; PRAGMA busy_timeout=10000;",
+        opts.reader_cache_kib,
+        opts.reader_mmap_bytes.min(i64::MAX as u64)
     ))?;
     Ok(c)
 }
@@ -510,7 +518,7 @@ impl SqliteStore {
             })
             .map_err(|e| io_err(&path, e))?;
         let readers = Readers {
-            idle: vec![reader_conn(&path, opts.reader_cache_kib)?],
+            idle: vec![reader_conn(&path, &opts)?],
             open: 1,
             waiting: 0,
         };
@@ -560,7 +568,7 @@ impl SqliteStore {
         };
         let conn = match idle {
             Some(c) => c,
-            None => match reader_conn(&inner.path, inner.opts.reader_cache_kib) {
+            None => match reader_conn(&inner.path, &inner.opts) {
                 Ok(c) => c,
                 Err(e) => {
                     Self::release_reader(inner, None);

@@ -209,3 +209,45 @@ async fn write_storm_keeps_the_wal_bounded() {
     );
     assert!(max_wal < 48 << 20, "the WAL grew to {} MiB", max_wal >> 20);
 }
+
+/// `reader_mmap_bytes` maps the database into read connections (and only then): lookups answer
+/// the same, and the file shows up in this process's mappings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_mmap_is_opt_in() {
+    for mmap in [0u64, 64 << 20] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let now = lq6_store::unix_now();
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.commit(common::upd(
+                1,
+                "lan",
+                now,
+                vec![common::na("2001:db8:1::10", 1, now + 600)],
+                None,
+            ))
+            .await
+            .unwrap();
+        }
+        // Into the file, where mapped reads happen (pages in the WAL are read from the WAL).
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        let opts = lq6_store::sqlite::SqliteOptions {
+            reader_mmap_bytes: mmap,
+            ..Default::default()
+        };
+        let s = SqliteStore::open_with(&path, opts).unwrap();
+        let b = s
+            .by_address(common::a("2001:db8:1::10"))
+            .await
+            .unwrap()
+            .expect("found");
+        assert_eq!(b.leases[0].addr, common::a("2001:db8:1::10"));
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let mapped = maps.lines().any(|l| l.ends_with(&*path.to_string_lossy()));
+        assert_eq!(mapped, mmap > 0, "mmap {mmap}: mapped {mapped}");
+    }
+}
