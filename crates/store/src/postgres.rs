@@ -428,7 +428,7 @@ async fn apply(tx: &deadpool_postgres::Transaction<'_>, u: &ClientUpdate) -> Res
                 .await?;
             tx.execute(&st, &[&id, &plan.relay_add]).await?;
         }
-        return Ok(commit_info(u, plan, seq as u64, now as u64));
+        return Ok(plan.into_commit_info(u, seq as u64, now as u64));
     }
     Err(StoreError::Postgres(
         "client row kept changing under us; retry".into(),
@@ -1040,7 +1040,7 @@ impl<'c> GroupTx<'c> {
                 }
             }
             for m in round {
-                out[m.idx] = Some(Ok(commit_info(m.u, m.plan, m.seq as u64, m.now as u64)));
+                out[m.idx] = Some(Ok(m.plan.into_commit_info(m.u, m.seq as u64, m.now as u64)));
             }
         }
         if *self.open {
@@ -1170,26 +1170,6 @@ impl<'a> RoundWrites<'a> {
             w.aput_link.push(&u.link);
         }
         w
-    }
-}
-
-/// The result of a commit: the binding as stored.
-fn commit_info(u: &ClientUpdate, plan: Plan, seq: u64, now: u64) -> CommitInfo {
-    CommitInfo {
-        seq,
-        changed_at: now,
-        binding: Binding {
-            client: ClientRecord {
-                duid: u.duid.clone(),
-                link: u.link.clone(),
-                link_address: u.link_address,
-                cltt: u.cltt,
-                relay: u.relay.clone(),
-                changed_seq: seq,
-                changed_at: now,
-            },
-            leases: plan.leases,
-        },
     }
 }
 

@@ -15,7 +15,8 @@ use std::net::Ipv6Addr;
 
 use crate::view::{kind_from, state_from, LeasesSrc, RelayIds, RelayView, LEASE_LEN};
 use crate::{
-    ClientUpdate, Lease, LeaseKind, LeaseMerge, LeaseState, RelayInfo, RemoteId, Result, StoreError,
+    Binding, ClientRecord, ClientUpdate, CommitInfo, Lease, LeaseKind, LeaseMerge, LeaseState,
+    RelayInfo, RemoteId, Result, StoreError,
 };
 
 const VERSION: u8 = 1;
@@ -356,6 +357,27 @@ impl Plan {
     /// row is judged by its new extent (or not at all), never by the one stored.
     pub(crate) fn rewrites(&self, start: Ipv6Addr) -> bool {
         self.addr_del.contains(&start) || self.addr_put.iter().any(|a| a.start == start)
+    }
+
+    /// What the caller of a commit gets back once `u` is written under change `seq` at `now`:
+    /// the binding as stored.
+    pub(crate) fn into_commit_info(self, u: &ClientUpdate, seq: u64, now: u64) -> CommitInfo {
+        CommitInfo {
+            seq,
+            changed_at: now,
+            binding: Binding {
+                client: ClientRecord {
+                    duid: u.duid.clone(),
+                    link: u.link.clone(),
+                    link_address: u.link_address,
+                    cltt: u.cltt,
+                    relay: u.relay.clone(),
+                    changed_seq: seq,
+                    changed_at: now,
+                },
+                leases: self.leases,
+            },
+        }
     }
 }
 

@@ -1410,22 +1410,7 @@ impl Writer {
                 ins.execute(params![r, id])?;
             }
         }
-        Ok(CommitInfo {
-            seq,
-            changed_at: now,
-            binding: Binding {
-                client: ClientRecord {
-                    duid: u.duid.clone(),
-                    link: u.link.clone(),
-                    link_address: u.link_address,
-                    cltt: u.cltt,
-                    relay: u.relay.clone(),
-                    changed_seq: seq,
-                    changed_at: now,
-                },
-                leases: plan.leases,
-            },
-        })
+        Ok(plan.into_commit_info(u, seq, now))
     }
 
     /// Expire up to `limit` bindings' overdue leases. Returns the number of leases expired.
