@@ -953,31 +953,12 @@ impl<'c> GroupTx<'c> {
             {
                 let w = RoundWrites::new(&round);
                 let failed = AtomicBool::new(false);
-                let p_ins: [&(dyn ToSql + Sync); 11] = [
-                    &w.new_duid,
-                    &w.new_link,
-                    &w.new_la,
-                    &w.new_cltt,
-                    &w.new_seq,
-                    &w.new_at,
-                    &w.new_na,
-                    &w.new_nl,
-                    &w.new_re,
-                    &w.new_ri,
-                    &w.new_data,
-                ];
-                let p_upd: [&(dyn ToSql + Sync); 10] = [
-                    &w.old_id,
-                    &w.old_la,
-                    &w.old_cltt,
-                    &w.old_seq,
-                    &w.old_at,
-                    &w.old_na,
-                    &w.old_nl,
-                    &w.old_re,
-                    &w.old_ri,
-                    &w.old_data,
-                ];
+                let key_ins: [&(dyn ToSql + Sync); 2] = [&w.new_duid, &w.new_link];
+                let p_ins: Vec<&(dyn ToSql + Sync)> =
+                    key_ins.into_iter().chain(w.new.params()).collect();
+                let key_upd: [&(dyn ToSql + Sync); 1] = [&w.old_id];
+                let p_upd: Vec<&(dyn ToSql + Sync)> =
+                    key_upd.into_iter().chain(w.old.params()).collect();
                 let p_adel: [&(dyn ToSql + Sync); 2] = [&w.adel_client, &w.adel_start];
                 let p_aput: [&(dyn ToSql + Sync); 6] = [
                     &w.aput_start,
@@ -1060,30 +1041,55 @@ impl<'c> GroupTx<'c> {
     }
 }
 
+/// The client columns that both the insert and the update of a round write, as arrays.
+#[derive(Default)]
+struct ClientCols<'a> {
+    la: Vec<Vec<u8>>,
+    cltt: Vec<i64>,
+    seq: Vec<i64>,
+    at: Vec<i64>,
+    na: Vec<i32>,
+    nl: Vec<i32>,
+    re: Vec<Option<i64>>,
+    ri: Vec<Option<&'a [u8]>>,
+    data: Vec<&'a [u8]>,
+}
+
+impl<'a> ClientCols<'a> {
+    fn push(&mut self, m: &'a Member<'a>) {
+        let (u, plan) = (m.u, &m.plan);
+        let remote = u.relay.as_ref().and_then(|r| r.remote_id.as_ref());
+        self.la.push(a16(u.link_address).to_vec());
+        self.cltt.push(u.cltt.min(i64::MAX as u64) as i64);
+        self.seq.push(m.seq);
+        self.at.push(m.now);
+        self.na.push(plan.n_active as i32);
+        self.nl.push(plan.n_leases as i32);
+        self.re.push(remote.map(|r| r.enterprise as i64));
+        self.ri.push(remote.map(|r| r.id.as_slice()));
+        self.data.push(&plan.data);
+    }
+
+    /// The statement parameters after the row key, in the order of SQL_INSERT_CLIENTS and
+    /// SQL_UPDATE_CLIENTS.
+    fn params(&self) -> [&(dyn ToSql + Sync); 9] {
+        [
+            &self.la, &self.cltt, &self.seq, &self.at, &self.na, &self.nl, &self.re, &self.ri,
+            &self.data,
+        ]
+    }
+}
+
 /// A round's writes as column arrays: one statement per table for the whole round.
 #[derive(Default)]
 struct RoundWrites<'a> {
+    /// New clients: their key, then the shared columns.
     new_duid: Vec<&'a [u8]>,
     new_link: Vec<&'a str>,
-    new_la: Vec<Vec<u8>>,
-    new_cltt: Vec<i64>,
-    new_seq: Vec<i64>,
-    new_at: Vec<i64>,
-    new_na: Vec<i32>,
-    new_nl: Vec<i32>,
-    new_re: Vec<Option<i64>>,
-    new_ri: Vec<Option<&'a [u8]>>,
-    new_data: Vec<&'a [u8]>,
+    new: ClientCols<'a>,
+    /// Stored clients: their id, then the shared columns.
     old_id: Vec<i64>,
-    old_la: Vec<Vec<u8>>,
-    old_cltt: Vec<i64>,
-    old_seq: Vec<i64>,
-    old_at: Vec<i64>,
-    old_na: Vec<i32>,
-    old_nl: Vec<i32>,
-    old_re: Vec<Option<i64>>,
-    old_ri: Vec<Option<&'a [u8]>>,
-    old_data: Vec<&'a [u8]>,
+    old: ClientCols<'a>,
     adel_client: Vec<i64>,
     adel_start: Vec<Vec<u8>>,
     aput_start: Vec<Vec<u8>>,
@@ -1105,37 +1111,15 @@ impl<'a> RoundWrites<'a> {
         let mut put: Vec<(&'a ClientUpdate, &'a record::AddrRow)> = Vec::new();
         for m in round {
             let (u, plan) = (m.u, &m.plan);
-            let remote = u.relay.as_ref().and_then(|r| r.remote_id.as_ref());
-            let re = remote.map(|r| r.enterprise as i64);
-            let ri = remote.map(|r| r.id.as_slice());
-            let la = a16(u.link_address).to_vec();
-            let cltt = u.cltt.min(i64::MAX as u64) as i64;
-            let (na, nl) = (plan.n_active as i32, plan.n_leases as i32);
             match m.id {
                 None => {
                     w.new_duid.push(&u.duid);
                     w.new_link.push(&u.link);
-                    w.new_la.push(la);
-                    w.new_cltt.push(cltt);
-                    w.new_seq.push(m.seq);
-                    w.new_at.push(m.now);
-                    w.new_na.push(na);
-                    w.new_nl.push(nl);
-                    w.new_re.push(re);
-                    w.new_ri.push(ri);
-                    w.new_data.push(&plan.data);
+                    w.new.push(m);
                 }
                 Some(id) => {
                     w.old_id.push(id);
-                    w.old_la.push(la);
-                    w.old_cltt.push(cltt);
-                    w.old_seq.push(m.seq);
-                    w.old_at.push(m.now);
-                    w.old_na.push(na);
-                    w.old_nl.push(nl);
-                    w.old_re.push(re);
-                    w.old_ri.push(ri);
-                    w.old_data.push(&plan.data);
+                    w.old.push(m);
                     // Released rows, and rows rewritten at the same start (new expiry or length).
                     for a in plan
                         .addr_del
