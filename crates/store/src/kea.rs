@@ -418,7 +418,8 @@ pub async fn import_csv<R: BufRead + Seek>(
     // when that row is an active lease.
     const ACTIVE_BIT: u64 = 1 << 63;
     let mut last: HashMap<[u8; 17], u64> = HashMap::new();
-    for_each_row(&mut reader, |lineno, line| {
+    let mut rows = RowReader::new(&mut reader);
+    while let Some((lineno, line)) = rows.next_row()? {
         report.rows += 1;
         match parse_row(line, &cols, opts) {
             Ok(u) => {
@@ -426,24 +427,21 @@ pub async fn import_csv<R: BufRead + Seek>(
                 let mut key = [0u8; 17];
                 key[..16].copy_from_slice(&l.addr.octets());
                 key[16] = l.prefix_len;
-                let v = lineno
-                    | if l.state == LeaseState::Active {
-                        ACTIVE_BIT
-                    } else {
-                        0
-                    };
-                if last.insert(key, v).is_some() {
+                let active = if l.state == LeaseState::Active {
+                    ACTIVE_BIT
+                } else {
+                    0
+                };
+                if last.insert(key, lineno | active).is_some() {
                     report.superseded += 1;
                 }
-                Ok(())
             }
-            Err(msg) if opts.strict => Err(StoreError::Invalid(format!("line {lineno}: {msg}"))),
-            Err(msg) => {
-                report.errors.push((lineno, msg));
-                Ok(())
+            Err(msg) if opts.strict => {
+                return Err(StoreError::Invalid(format!("line {lineno}: {msg}")))
             }
+            Err(msg) => report.errors.push((lineno, msg)),
         }
-    })?;
+    }
     let (mut active, mut inactive): (Vec<u64>, Vec<u64>) =
         last.into_values().partition(|v| v & ACTIVE_BIT != 0);
     active.iter_mut().for_each(|v| *v &= !ACTIVE_BIT);
@@ -541,16 +539,4 @@ impl<'a, R: BufRead> RowReader<'a, R> {
             }
         }
     }
-}
-
-/// Runs `f` on every data row.
-fn for_each_row<R: BufRead>(
-    reader: &mut R,
-    mut f: impl FnMut(u64, &str) -> Result<()>,
-) -> Result<()> {
-    let mut rows = RowReader::new(reader);
-    while let Some((lineno, line)) = rows.next_row()? {
-        f(lineno, line)?;
-    }
-    Ok(())
 }
