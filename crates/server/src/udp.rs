@@ -208,11 +208,11 @@ pub async fn run(
             Err(e) => warn!(error = %e, "cannot start a DHCP thread"),
         }
     }
+    // Each worker returns only once every permit is back, that is once every transaction of
+    // every worker has finished.
     for d in done {
         let _ = d.await;
     }
-    // Every permit back means every transaction finished.
-    let _ = sem.acquire_many(max as u32).await;
 }
 
 async fn serve_local(
@@ -256,7 +256,7 @@ async fn serve_local(
         set.spawn(recv_loop(engine.clone(), l, sem.clone(), shutdown.clone()));
     }
     while set.join_next().await.is_some() {}
-    // Tasks still waiting on a commit run on this runtime: keep it until they are done.
+    // Tasks still waiting on a commit run on this runtime: keep it until every permit is back.
     let _ = sem.acquire_many(max as u32).await;
 }
 
