@@ -97,7 +97,7 @@ impl Default for ServerConfig {
 }
 
 /// `[store]`: exactly one of `path` (embedded SQLite) or `postgres` (URL).
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     pub path: Option<PathBuf>,
@@ -108,6 +108,22 @@ pub struct StoreConfig {
     /// cheaper (UDP QUERY_BY_ADDRESS among 1M bindings: ~80k to ~100k q/s on 2 cores), but the
     /// mapped pages that are read count in the server's resident size, up to the whole file.
     pub mmap_mib: u64,
+    /// Keep the start of every stored range in memory, about 30 MB per million bindings (default
+    /// true; SQLite only). A lookup by address then reads one table page instead of two (UDP
+    /// QUERY_BY_ADDRESS among 1M bindings: ~12 to ~9.5 µs of CPU per query).
+    pub address_index: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: None,
+            postgres: None,
+            state_dir: None,
+            mmap_mib: 0,
+            address_index: true,
+        }
+    }
 }
 
 impl StoreConfig {

@@ -136,3 +136,21 @@ fn from_file_names_file() {
         .to_string();
     assert!(e.contains("missing.toml"), "{e}");
 }
+
+#[test]
+fn address_index_is_on_unless_turned_off() {
+    let c = Config::from_toml_str(GOOD, "good.toml").expect("parses");
+    assert!(c.store.address_index);
+    let t = GOOD.replace(
+        "path = \"/var/lib/lq6/leases.db\"",
+        "path = \"/var/lib/lq6/leases.db\"\naddress_index = false",
+    );
+    let c = Config::from_toml_str(&t, "good.toml").expect("parses");
+    assert!(!c.store.address_index);
+    let t = GOOD.replace(
+        "path = \"/var/lib/lq6/leases.db\"",
+        "path = \"/var/lib/lq6/leases.db\"\naddress_index = \"yes\"",
+    );
+    let (line, key, _) = err(&t);
+    assert_eq!((line, key.as_str()), (9, "store.address_index"));
+}

@@ -8,7 +8,7 @@
 //! floor of this requestor on this machine.
 //! Env: LQ6_BENCH_N (bindings), LQ6_BENCH_QUERIES (per row, default 200,000),
 //! LQ6_BENCH_WORKERS (`server.udp_workers`, default 1), LQ6_BENCH_MMAP_MIB (`store.mmap_mib`,
-//! default 0).
+//! default 0), LQ6_BENCH_ADDR_INDEX (`store.address_index`, default 1), LQ6_BENCH_DB (keep the filled store at this path and reuse it on the next run).
 
 use lq6_proto::{
     ClientMessage, DhcpOption, Duid, IaAddr, LqQuery, Message, MessageType, QueryType,
@@ -259,9 +259,11 @@ async fn main() {
     let n = env_u32("LQ6_BENCH_N", 1_000_000);
     let total = env_u32("LQ6_BENCH_QUERIES", 200_000).min(1 << 24);
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("leases.db");
+    let db = std::env::var_os("LQ6_BENCH_DB")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| dir.path().join("leases.db"));
     let t = Instant::now();
-    {
+    if !db.exists() {
         let store = lq6_store::sqlite::SqliteStore::open(&db).expect("open");
         let now = lq6_store::unix_now();
         let chain = relay_chain();
@@ -284,6 +286,7 @@ async fn main() {
         .port();
     let workers = env_u32("LQ6_BENCH_WORKERS", 1);
     let mmap_mib = env_u32("LQ6_BENCH_MMAP_MIB", 0);
+    let addr_index = env_u32("LQ6_BENCH_ADDR_INDEX", 1) != 0;
     let toml = format!(
         r#"
 [server]
@@ -293,6 +296,7 @@ udp_workers = {workers}
 [store]
 path = "{}"
 mmap_mib = {mmap_mib}
+address_index = {addr_index}
 [[links]]
 name = "lan1"
 prefixes = ["2001:db8:1::/64"]

@@ -56,6 +56,7 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn LeaseStore>, ServeError>
             let path = p.clone();
             let opts = lq6_store::sqlite::SqliteOptions {
                 reader_mmap_bytes: cfg.store.mmap_mib.saturating_mul(1 << 20),
+                address_index: cfg.store.address_index,
                 ..Default::default()
             };
             let s = tokio::task::spawn_blocking(move || {

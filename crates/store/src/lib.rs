@@ -23,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+mod addr_index;
 pub mod kea;
 pub mod model;
 pub mod postgres;

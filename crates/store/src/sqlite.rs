@@ -20,6 +20,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::addr_index::{AddrIndex, IndexOp};
 use crate::record::{self, a16, addr_from, Plan};
 use crate::sql::Param;
 use crate::{
@@ -99,8 +100,13 @@ fn migrate(conn: &Connection, from: i64) -> Result<()> {
     Ok(())
 }
 
-const COLS: &str =
-    "c.id, c.duid, c.link, c.link_address, c.cltt, c.changed_seq, c.changed_at, c.data";
+/// The columns `row_binding` and `row_view` read (a macro, so that hot statements are literals).
+macro_rules! cols {
+    () => {
+        "c.id, c.duid, c.link, c.link_address, c.cltt, c.changed_seq, c.changed_at, c.data"
+    };
+}
+const COLS: &str = cols!();
 
 /// Options for [`SqliteStore::open_with`].
 #[derive(Debug, Clone)]
@@ -120,6 +126,9 @@ pub struct SqliteOptions {
     pub reader_mmap_bytes: u64,
     /// Most updates committed in one transaction (default 4096).
     pub max_group: usize,
+    /// Keep the start of every stored range in memory (about 30 MB per million), so a lookup by
+    /// address reads its binding's row directly (default false; the server turns it on).
+    pub address_index: bool,
 }
 
 impl Default for SqliteOptions {
@@ -130,6 +139,7 @@ impl Default for SqliteOptions {
             reader_cache_kib: 4096,
             reader_mmap_bytes: 0,
             max_group: 4096,
+            address_index: false,
         }
     }
 }
@@ -164,6 +174,7 @@ struct Inner {
     opts: SqliteOptions,
     writer: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<WriteStats>,
+    addr_index: Option<Arc<AddrIndex>>,
 }
 
 /// Counters of the group-commit pipeline, for benchmarks and metrics.
@@ -436,6 +447,12 @@ impl SqliteStore {
             [],
             |r| r.get(0),
         )?;
+        let addr_index = if opts.address_index {
+            // On a read connection: the scan must not fill the writer's 64 MiB page cache.
+            Some(Arc::new(load_addr_index(&reader_conn(&path, &opts)?)?))
+        } else {
+            None
+        };
         let mut wconn = wconn;
         let ckpt_conn = Connection::open_with_flags(
             &path,
@@ -484,6 +501,7 @@ impl SqliteStore {
         let inflight = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(WriteStats::default());
         let wstats = stats.clone();
+        let windex = addr_index.clone();
         let (sync_tx, sync_rx) = std::sync::mpsc::channel();
         let syncer = Syncer {
             wal: {
@@ -511,6 +529,8 @@ impl SqliteStore {
                     inflight,
                     stats: wstats,
                     poisoned,
+                    addr_index: windex,
+                    index_ops: Vec::new(),
                 }
                 .run(rx, max_group);
                 let _ = shandle.join();
@@ -531,6 +551,7 @@ impl SqliteStore {
                 opts,
                 writer: Mutex::new(Some(handle)),
                 stats,
+                addr_index,
             }),
         })
     }
@@ -751,8 +772,51 @@ fn query_sql(
     (sql, ps)
 }
 
+/// Reads every stored range into an [`AddrIndex`].
+fn load_addr_index(conn: &Connection) -> Result<AddrIndex> {
+    let n: i64 = conn.query_row("SELECT count(*) FROM addr", [], |r| r.get(0))?;
+    // The table's key order is ascending start, which is what the index's arrays keep.
+    let mut st = conn.prepare("SELECT start, plen, client FROM addr ORDER BY start")?;
+    let mut rows = st.query([])?;
+    let mut err = None;
+    let iter = std::iter::from_fn(|| {
+        let row = |r: &rusqlite::Row<'_>| -> Result<(u128, u8, i64)> {
+            let start = r
+                .get_ref(0)?
+                .as_blob()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let plen: i64 = r.get(1)?;
+            Ok((
+                u128::from(addr_from(start)?),
+                plen.clamp(0, 128) as u8,
+                r.get(2)?,
+            ))
+        };
+        match rows
+            .next()
+            .map_err(StoreError::from)
+            .and_then(|r| r.map(row).transpose())
+        {
+            Ok(r) => r,
+            Err(e) => {
+                err = Some(e);
+                None
+            }
+        }
+    });
+    let idx = AddrIndex::from_sorted(usize::try_from(n).unwrap_or(0), iter);
+    match err {
+        Some(e) => Err(e),
+        None => Ok(idx),
+    }
+}
+
 fn load_by_id(conn: &Connection, id: i64) -> Result<Option<Binding>> {
-    let mut st = conn.prepare_cached(&format!("SELECT {COLS} FROM client c WHERE c.id = ?1"))?;
+    let mut st = conn.prepare_cached(concat!(
+        "SELECT ",
+        cols!(),
+        " FROM client c WHERE c.id = ?1"
+    ))?;
     let mut rows = st.query([id])?;
     match rows.next()? {
         Some(r) => Ok(Some(row_binding(r)?.1)),
@@ -774,7 +838,19 @@ impl LeaseStore for SqliteStore {
     }
 
     async fn by_address(&self, addr: Ipv6Addr) -> Result<Option<Binding>> {
+        let hint = self.inner.addr_index.as_ref().and_then(|i| i.find(addr));
         let f = move |c: &Connection| {
+            // The map's candidate counts only if its row still holds the address.
+            if let Some(b) = hint.map(|id| load_by_id(c, id)).transpose()?.flatten() {
+                let a = u128::from(addr);
+                if b.leases.iter().any(|l| {
+                    l.state == LeaseState::Active
+                        && u128::from(l.addr) <= a
+                        && a <= u128::from(l.end())
+                }) {
+                    return Ok(Some(b.active_only()));
+                }
+            }
             // One statement: the range with the largest start <= addr (active ranges never overlap, so
             // it is the only candidate) and its binding.
             let mut st = c.prepare_cached(&format!(
@@ -971,6 +1047,9 @@ struct Writer {
     stats: Arc<WriteStats>,
     /// Set by the syncer when an fsync failed: nothing can be acknowledged any more.
     poisoned: Arc<AtomicBool>,
+    /// The readers' address map and the open group's changes to it, applied once the group commits.
+    addr_index: Option<Arc<AddrIndex>>,
+    index_ops: Vec<IndexOp>,
 }
 
 #[allow(clippy::large_enum_variant)] // One is the common case
@@ -1217,6 +1296,10 @@ impl Writer {
             .and_then(|mut s| s.execute([]));
         match r.map(|_| ()) {
             Ok(()) => {
+                if let Some(idx) = &self.addr_index {
+                    idx.apply(&self.index_ops);
+                }
+                self.index_ops.clear();
                 self.stats.groups.fetch_add(1, Ordering::Relaxed);
                 self.stats
                     .commands
@@ -1241,6 +1324,7 @@ impl Writer {
             replies.len()
         );
         let _ = self.conn.execute_batch("ROLLBACK");
+        self.index_ops.clear();
         self.seq = seq0;
         for r in replies {
             r.fail(msg);
@@ -1370,6 +1454,12 @@ impl Writer {
             let mut del = c.prepare_cached("DELETE FROM addr WHERE start = ?1 AND client = ?2")?;
             for a in &plan.addr_del {
                 del.execute(params![a16(*a), id])?;
+                if self.addr_index.is_some() {
+                    self.index_ops.push(IndexOp::Del {
+                        start: u128::from(*a),
+                        client: id,
+                    });
+                }
             }
         }
         if !plan.addr_put.is_empty() {
@@ -1392,6 +1482,13 @@ impl Writer {
                         "address row {} changed holder during a write",
                         a.start
                     )));
+                }
+                if self.addr_index.is_some() {
+                    self.index_ops.push(IndexOp::Put {
+                        start: u128::from(a.start),
+                        plen: a.plen,
+                        client: id,
+                    });
                 }
             }
         }

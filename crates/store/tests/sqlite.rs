@@ -251,3 +251,99 @@ async fn reader_mmap_is_opt_in() {
         assert_eq!(mapped, mmap > 0, "mmap {mmap}: mapped {mapped}");
     }
 }
+
+/// The conformance suite again with the in-memory address index the server turns on.
+mod with_address_index {
+    use super::*;
+
+    async fn mk(_name: &str) -> Option<(Arc<dyn LeaseStore>, tempfile::TempDir)> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = lq6_store::sqlite::SqliteOptions {
+            address_index: true,
+            ..Default::default()
+        };
+        let store = SqliteStore::open_with(dir.path().join("leases.db"), opts).expect("open");
+        Some((Arc::new(store), dir))
+    }
+
+    conformance!(mk; commit_and_lookup, merge_and_replace, conflicts, own_ranges, concurrent_conflicts,
+        changes_and_expiry, ranges, batch, batch_in_order, concurrent_writers);
+}
+
+/// The address index is a hint: another process writing the same file (here a second store without
+/// the index) makes it stale, and lookups still answer from what is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn address_index_answers_right_when_another_writer_made_it_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("l.db");
+    let opts = lq6_store::sqlite::SqliteOptions {
+        address_index: true,
+        ..Default::default()
+    };
+    let a = SqliteStore::open_with(&p, opts).unwrap();
+    a.commit(common::upd(
+        1,
+        "lan",
+        1000,
+        vec![
+            common::na("2001:db8:1::10", 1, 9000),
+            common::pd("2001:db8:100::", 56, 2, 9000),
+        ],
+        None,
+    ))
+    .await
+    .unwrap();
+    let holder = |b: Option<lq6_store::Binding>| b.map(|b| b.client.duid);
+    assert_eq!(
+        holder(a.by_address(common::a("2001:db8:1::10")).await.unwrap()),
+        Some(common::duid(1))
+    );
+
+    let b = SqliteStore::open(&p).unwrap();
+    // Client 1 keeps only its prefix; the address goes to client 2, and client 3 gets a new one.
+    let mut keep_prefix = common::upd(
+        1,
+        "lan",
+        1001,
+        vec![common::pd("2001:db8:100::", 56, 2, 9000)],
+        None,
+    );
+    keep_prefix.merge = lq6_store::LeaseMerge::Replace;
+    b.commit(keep_prefix).await.unwrap();
+    b.commit(common::upd(
+        2,
+        "lan",
+        1002,
+        vec![common::na("2001:db8:1::10", 1, 9000)],
+        None,
+    ))
+    .await
+    .unwrap();
+    b.commit(common::upd(
+        3,
+        "lan",
+        1003,
+        vec![common::na("2001:db8:1::20", 1, 9000)],
+        None,
+    ))
+    .await
+    .unwrap();
+    drop(b);
+
+    assert_eq!(
+        holder(a.by_address(common::a("2001:db8:1::10")).await.unwrap()),
+        Some(common::duid(2))
+    );
+    assert_eq!(
+        holder(a.by_address(common::a("2001:db8:1::20")).await.unwrap()),
+        Some(common::duid(3))
+    );
+    assert_eq!(
+        holder(a.by_address(common::a("2001:db8:100:7::1")).await.unwrap()),
+        Some(common::duid(1))
+    );
+    assert_eq!(
+        holder(a.by_address(common::a("2001:db8:1::11")).await.unwrap()),
+        None
+    );
+}
