@@ -271,7 +271,8 @@ mod with_address_index {
 }
 
 /// The address index is a hint: another process writing the same file (here a second store without
-/// the index) makes it stale, and lookups still answer from what is stored.
+/// the index) makes it stale, and lookups still answer from what is stored. The first lookup also
+/// left a read snapshot open, which must not outlive its 10 ms bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn address_index_answers_right_when_another_writer_made_it_stale() {
     let dir = tempfile::tempdir().unwrap();
@@ -297,6 +298,21 @@ async fn address_index_answers_right_when_another_writer_made_it_stale() {
     assert_eq!(
         holder(a.by_address(common::a("2001:db8:1::10")).await.unwrap()),
         Some(common::duid(1))
+    );
+
+    // The store's own commit is seen at once, although the lookup just above opened a snapshot.
+    a.commit(common::upd(
+        4,
+        "lan",
+        1004,
+        vec![common::na("2001:db8:1::30", 1, 9000)],
+        None,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        holder(a.by_address(common::a("2001:db8:1::30")).await.unwrap()),
+        Some(common::duid(4))
     );
 
     let b = SqliteStore::open(&p).unwrap();
@@ -329,6 +345,8 @@ async fn address_index_answers_right_when_another_writer_made_it_stale() {
     .await
     .unwrap();
     drop(b);
+    // A lookup may reuse its read snapshot for 10 ms; what another process wrote is seen after that.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 
     assert_eq!(
         holder(a.by_address(common::a("2001:db8:1::10")).await.unwrap()),
@@ -345,5 +363,9 @@ async fn address_index_answers_right_when_another_writer_made_it_stale() {
     assert_eq!(
         holder(a.by_address(common::a("2001:db8:1::11")).await.unwrap()),
         None
+    );
+    assert_eq!(
+        holder(a.by_address(common::a("2001:db8:1::30")).await.unwrap()),
+        Some(common::duid(4))
     );
 }
