@@ -258,8 +258,9 @@ async fn main() {
                 what: "durable commits, 16 writers".into(),
                 value: fmt_rate(r),
                 note: format!(
-                    "{ncommit} commits (half inserts, half renewals); {:.1} per group, fsync {:.0} µs",
+                    "{ncommit} commits (half inserts, half renewals); {:.1} per group, {:.1} per fsync, fsync {:.0} µs",
                     ld(&ws.commands) as f64 / groups as f64,
+                    ld(&ws.commands) as f64 / fsyncs as f64,
                     ld(&ws.fsync_micros) as f64 / fsyncs as f64
                 ),
             });

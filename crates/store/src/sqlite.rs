@@ -1297,6 +1297,20 @@ impl Writer {
                     fail(cmd, &e.to_string());
                     continue;
                 }
+                // Another process (`lq6 leases import` next to a running server) may have written
+                // since: continue after its change sequence. One index probe per group.
+                let stored: rusqlite::Result<Option<i64>> = self
+                    .conn
+                    .prepare_cached("SELECT max(changed_seq) FROM client")
+                    .and_then(|mut s| s.query_row([], |r| r.get(0)));
+                match stored {
+                    Ok(v) => self.seq = self.seq.max(v.unwrap_or(0).max(0) as u64),
+                    Err(e) => {
+                        let _ = self.conn.execute_batch("ROLLBACK");
+                        fail(cmd, &e.to_string());
+                        continue;
+                    }
+                }
                 open = Some((self.seq, Vec::new()));
             }
             let replies = &mut open.as_mut().expect("opened above").1;

@@ -274,7 +274,7 @@ mod with_address_index {
 /// the index) makes it stale, and lookups still answer from what is stored. The first lookup also
 /// left a read snapshot open, which must not outlive its 10 ms bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn address_index_answers_right_when_another_writer_made_it_stale() {
+async fn another_writer_on_the_file_leaves_lookups_and_commits_right() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("l.db");
     let opts = lq6_store::sqlite::SqliteOptions {
@@ -335,15 +335,17 @@ async fn address_index_answers_right_when_another_writer_made_it_stale() {
     ))
     .await
     .unwrap();
-    b.commit(common::upd(
-        3,
-        "lan",
-        1003,
-        vec![common::na("2001:db8:1::20", 1, 9000)],
-        None,
-    ))
-    .await
-    .unwrap();
+    let b_seq = b
+        .commit(common::upd(
+            3,
+            "lan",
+            1003,
+            vec![common::na("2001:db8:1::20", 1, 9000)],
+            None,
+        ))
+        .await
+        .unwrap()
+        .seq;
     drop(b);
     // A lookup may reuse its read snapshot for 10 ms; what another process wrote is seen after that.
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -368,4 +370,17 @@ async fn address_index_answers_right_when_another_writer_made_it_stale() {
         holder(a.by_address(common::a("2001:db8:1::30")).await.unwrap()),
         Some(common::duid(4))
     );
+    // The first store's writer goes on after the other writer's change sequence.
+    let a_seq = a
+        .commit(common::upd(
+            5,
+            "lan",
+            1005,
+            vec![common::na("2001:db8:1::50", 1, 9000)],
+            None,
+        ))
+        .await
+        .expect("a commit after another process wrote")
+        .seq;
+    assert!(a_seq > b_seq, "{a_seq} after {b_seq}");
 }
