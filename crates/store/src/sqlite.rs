@@ -731,34 +731,41 @@ impl SqliteStore {
     }
 }
 
+/// Columns 1-6 of a `COLS` row, for a record written before it carried them itself.
+fn columns<'r>(r: &'r rusqlite::Row<'_>) -> Result<record::ClientCols<'r>> {
+    let corrupt = |e: rusqlite::types::FromSqlError| StoreError::Corrupt(e.to_string());
+    Ok(record::ClientCols {
+        duid: r.get_ref(1)?.as_blob().map_err(corrupt)?,
+        link: r.get_ref(2)?.as_str().map_err(corrupt)?,
+        link_address: addr_from(r.get_ref(3)?.as_blob().map_err(corrupt)?)?,
+        cltt: r.get::<_, i64>(4)? as u64,
+        changed_seq: r.get::<_, i64>(5)? as u64,
+        changed_at: r.get::<_, i64>(6)? as u64,
+    })
+}
+
 fn row_binding(r: &rusqlite::Row<'_>) -> Result<(u64, Binding)> {
     let id: i64 = r.get(0)?;
-    let duid: Vec<u8> = r.get(1)?;
-    let link: String = r.get(2)?;
-    let la = r
-        .get_ref(3)?
-        .as_blob()
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let link_address = addr_from(la)?;
-    let cltt: i64 = r.get(4)?;
-    let changed_seq: i64 = r.get(5)?;
-    let changed_at: i64 = r.get(6)?;
     let data = r
         .get_ref(7)?
         .as_blob()
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let t = match record::client_cols(data)? {
+        Some(t) => t,
+        None => columns(r)?,
+    };
     let (relay, leases) = record::decode(data)?;
     Ok((
         id as u64,
         Binding {
             client: ClientRecord {
-                duid,
-                link,
-                link_address,
-                cltt: cltt as u64,
+                duid: t.duid.to_vec(),
+                link: t.link.to_owned(),
+                link_address: t.link_address,
+                cltt: t.cltt,
                 relay,
-                changed_seq: changed_seq as u64,
-                changed_at: changed_at as u64,
+                changed_seq: t.changed_seq,
+                changed_at: t.changed_at,
             },
             leases,
         },
@@ -768,31 +775,25 @@ fn row_binding(r: &rusqlite::Row<'_>) -> Result<(u64, Binding)> {
 /// A borrowed view of a `COLS` row: nothing is copied or allocated; the record blob is validated and
 /// its leases are parsed lazily by the view's iterator.
 fn row_view<'r>(r: &'r rusqlite::Row<'_>, active_only: bool) -> Result<(u64, BindingView<'r>)> {
-    let blob = |i: usize| -> Result<&'r [u8]> {
-        r.get_ref(i)?
-            .as_blob()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))
-    };
     let id: i64 = r.get(0)?;
-    let duid = blob(1)?;
-    let link = r
-        .get_ref(2)?
-        .as_str()
+    let data = r
+        .get_ref(7)?
+        .as_blob()
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let link_address = addr_from(blob(3)?)?;
-    let cltt: i64 = r.get(4)?;
-    let changed_seq: i64 = r.get(5)?;
-    let changed_at: i64 = r.get(6)?;
-    let (relay, leases) = record::decode_view(blob(7)?)?;
+    let t = match record::client_cols(data)? {
+        Some(t) => t,
+        None => columns(r)?,
+    };
+    let (relay, leases) = record::decode_view(data)?;
     Ok((
         id as u64,
         BindingView {
-            duid,
-            link,
-            link_address,
-            cltt: cltt as u64,
-            changed_seq: changed_seq as u64,
-            changed_at: changed_at as u64,
+            duid: t.duid,
+            link: t.link,
+            link_address: t.link_address,
+            cltt: t.cltt,
+            changed_seq: t.changed_seq,
+            changed_at: t.changed_at,
             relay,
             leases,
             active_only,
@@ -1494,7 +1495,12 @@ impl Writer {
     }
 
     /// The writing half of [`Writer::apply`]; an error here leaves the transaction half-written.
-    fn write(&mut self, u: &ClientUpdate, existing: Option<i64>, plan: Plan) -> Result<CommitInfo> {
+    fn write(
+        &mut self,
+        u: &ClientUpdate,
+        existing: Option<i64>,
+        mut plan: Plan,
+    ) -> Result<CommitInfo> {
         let c = &self.conn;
         let now = u.now.unwrap_or_else(crate::unix_now);
         self.seq += 1;
@@ -1505,6 +1511,19 @@ impl Writer {
         };
         let la = a16(u.link_address);
         let cltt = u.cltt.min(i64::MAX as u64) as i64;
+        let now_col = now.min(i64::MAX as u64) as i64;
+        // The columns again, inside the blob, exactly as stored (see `record::ClientCols`).
+        let data = record::with_client_cols(
+            std::mem::take(&mut plan.data),
+            &record::ClientCols {
+                duid: &u.duid,
+                link: &u.link,
+                link_address: u.link_address,
+                cltt: cltt as u64,
+                changed_seq: seq,
+                changed_at: now_col as u64,
+            },
+        );
         let id = match existing {
             Some(id) => {
                 c.prepare_cached(
@@ -1516,12 +1535,12 @@ impl Writer {
                     la,
                     cltt,
                     seq as i64,
-                    now as i64,
+                    now_col,
                     plan.n_active,
                     plan.n_leases,
                     rent,
                     rid,
-                    plan.data
+                    data
                 ])?;
                 id
             }
@@ -1536,12 +1555,12 @@ impl Writer {
                     la,
                     cltt,
                     seq as i64,
-                    now as i64,
+                    now_col,
                     plan.n_active,
                     plan.n_leases,
                     rent,
                     rid,
-                    plan.data
+                    data
                 ])?;
                 c.last_insert_rowid()
             }

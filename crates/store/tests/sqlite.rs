@@ -384,3 +384,73 @@ async fn another_writer_on_the_file_leaves_lookups_and_commits_right() {
         .seq;
     assert!(a_seq > b_seq, "{a_seq} after {b_seq}");
 }
+
+/// Rows written before records carried their client columns read the same through every path:
+/// the columns are used instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_without_client_columns_read_from_the_table_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("l.db");
+    let relay = common::relay(b"\x00\x02\x00\x00\x00\x01r1", Some((9, b"m")));
+    let mut want = Vec::new();
+    {
+        let s = SqliteStore::open(&p).unwrap();
+        for i in 0..3u32 {
+            let ci = s
+                .commit(common::upd(
+                    i,
+                    "lan",
+                    1000 + u64::from(i),
+                    vec![common::na(&format!("2001:db8:1::{}", i + 16), 1, 9000)],
+                    Some(relay.clone()),
+                ))
+                .await
+                .unwrap();
+            want.push(ci.binding);
+        }
+    }
+    // Remove every client section (flag bit 1 of the second octet; the section follows it), as an
+    // older lq6 wrote them.
+    {
+        let c = rusqlite::Connection::open(&p).unwrap();
+        let rows: Vec<(i64, Vec<u8>)> = c
+            .prepare("SELECT id, data FROM client")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+        for (id, mut d) in rows {
+            assert_eq!(d[1] & 2, 2, "new records carry their client columns");
+            d[1] &= !2;
+            let dl = u16::from_be_bytes([d[2], d[3]]) as usize;
+            let ll = u16::from_be_bytes([d[4 + dl], d[5 + dl]]) as usize;
+            d.drain(2..2 + 4 + dl + ll + 40);
+            c.execute(
+                "UPDATE client SET data = ?1 WHERE id = ?2",
+                rusqlite::params![d, id],
+            )
+            .unwrap();
+        }
+    }
+    let opts = lq6_store::sqlite::SqliteOptions {
+        address_index: true,
+        ..Default::default()
+    };
+    let s = SqliteStore::open_with(&p, opts).unwrap();
+    for b in &want {
+        let addr = b.leases[0].addr;
+        assert_eq!(s.by_address(addr).await.unwrap().as_ref(), Some(b));
+        assert_eq!(
+            s.by_client(&b.client.duid, Some("lan")).await.unwrap(),
+            vec![b.clone()]
+        );
+    }
+    let mut seen = Vec::new();
+    let q = lq6_store::Query::relay_id(b"\x00\x02\x00\x00\x00\x01r1".to_vec(), None);
+    s.page_visit(&q, None, 10, &mut |v| seen.push(v.to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(seen, want);
+}
