@@ -151,6 +151,7 @@ async fn readers_beyond_the_pool_current_thread() {
 /// A steady write storm: every commit succeeds, and the write-ahead log keeps restarting instead of
 /// growing. (The checkpointer thread never catches up while frames keep arriving, so the writer has
 /// to finish checkpoints itself; a failure there once made committed groups report an error.)
+/// Lookups run all along, so the reused read snapshot must not hold the log back either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_storm_keeps_the_wal_bounded() {
     let dir = tempfile::tempdir().unwrap();
@@ -167,6 +168,23 @@ async fn write_storm_keeps_the_wal_bounded() {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
             max
+        })
+    };
+    let reader = {
+        let (s, done) = (store.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            loop {
+                let a = common::a(&format!("2001:db8:1:{:x}::1", n % 1500 + 1));
+                s.by_address(a).await.unwrap();
+                n += 1;
+                if done.load(std::sync::atomic::Ordering::Relaxed) {
+                    return n;
+                }
+                if n % 64 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
         })
     };
     let mut tasks = Vec::new();
@@ -196,6 +214,12 @@ async fn write_storm_keeps_the_wal_bounded() {
     }
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let max_wal = watcher.await.unwrap();
+    assert!(reader.await.unwrap() > 0);
+    // Every commit has returned, so every lookup now sees it.
+    for i in [1u32, 700, 1500] {
+        let a = common::a(&format!("2001:db8:1:{i:x}::1"));
+        assert!(store.by_address(a).await.unwrap().is_some(), "{a}");
+    }
     assert_eq!(store.stats().await.unwrap().bindings, 16 * 1500);
     // Each group changes at least 8 b-trees (the client row, its 4 indexes, relay_id, addr and its
     // expiry index) and holds at most 16 commits: at least 1,500 groups x 8 pages x 4 KiB = 48 MiB
