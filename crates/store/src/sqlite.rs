@@ -165,9 +165,12 @@ struct Readers {
     waiting: usize,
 }
 
-/// A read connection whose snapshot lasts from one point lookup to the next until the writer commits
-/// again, or at most [`SNAPSHOT_AGE`]: opening and closing a WAL read transaction costs two fcntl
-/// locks and a check of the wal-index, about a tenth of a UDP leasequery.
+/// A read connection whose snapshot lasts from one point lookup to the next while the writer is idle,
+/// for at most [`SNAPSHOT_AGE`]: opening and closing a WAL read transaction costs two fcntl locks and a
+/// check of the wal-index, about a tenth of a UDP leasequery. The writer ends it before each write
+/// transaction, and lookups during one end theirs at once: a snapshot held across the writer's first
+/// write would stop the log from restarting after a checkpoint, and a write storm would grow it
+/// without bound.
 #[derive(Default)]
 struct Snapshot {
     conn: Option<Connection>,
@@ -181,6 +184,21 @@ struct Snapshot {
 const SNAPSHOT_AGE: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl Snapshot {
+    /// The snapshot if nobody holds it. A holder that panicked may have left a read transaction
+    /// open: its connection is dropped (ending it) rather than left to hold back checkpoints.
+    fn try_take(m: &Mutex<Snapshot>) -> Option<std::sync::MutexGuard<'_, Snapshot>> {
+        match m.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+            Err(std::sync::TryLockError::Poisoned(p)) => {
+                m.clear_poison();
+                let mut g = p.into_inner();
+                *g = Snapshot::default();
+                Some(g)
+            }
+        }
+    }
+
     fn end(&mut self) {
         if let (Some(c), Some(_)) = (&self.conn, self.began_at.take()) {
             if c.execute_batch("COMMIT").is_err() {
@@ -204,6 +222,8 @@ struct Inner {
     snapshot: Arc<Mutex<Snapshot>>,
     /// Groups committed since the store was opened (see [`Snapshot`]).
     commits: Arc<AtomicU64>,
+    /// Set while the writer has a write transaction open (see [`Snapshot`]).
+    writing: Arc<AtomicBool>,
 }
 
 /// Counters of the group-commit pipeline, for benchmarks and metrics.
@@ -533,7 +553,8 @@ impl SqliteStore {
         let windex = addr_index.clone();
         let commits = Arc::new(AtomicU64::new(0));
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));
-        let (wcommits, wsnapshot) = (commits.clone(), snapshot.clone());
+        let writing = Arc::new(AtomicBool::new(false));
+        let (wcommits, wsnapshot, wwriting) = (commits.clone(), snapshot.clone(), writing.clone());
         let (sync_tx, sync_rx) = std::sync::mpsc::channel();
         let syncer = Syncer {
             wal: {
@@ -565,6 +586,7 @@ impl SqliteStore {
                     index_ops: Vec::new(),
                     commits: wcommits,
                     snapshot: wsnapshot,
+                    writing: wwriting,
                 }
                 .run(rx, max_group);
                 let _ = shandle.join();
@@ -588,6 +610,7 @@ impl SqliteStore {
                 addr_index,
                 snapshot,
                 commits,
+                writing,
             }),
         })
     }
@@ -670,7 +693,7 @@ impl SqliteStore {
         inner: &Inner,
         f: impl FnOnce(&Connection) -> Result<T>,
     ) -> Option<Result<T>> {
-        let mut guard = inner.snapshot.try_lock().ok()?;
+        let mut guard = Snapshot::try_take(&inner.snapshot)?;
         let s = &mut *guard;
         // Read before the transaction's first statement takes its snapshot, which is thus at least
         // as new as this count.
@@ -689,7 +712,7 @@ impl SqliteStore {
             s.began_at = Some((now, std::time::Instant::now()));
         }
         let r = f(conn);
-        if r.is_err() {
+        if r.is_err() || inner.writing.load(Ordering::SeqCst) {
             s.end();
         }
         Some(r)
@@ -1128,6 +1151,7 @@ struct Writer {
     /// holds the commit, so a client's lease is visible before its REPLY is sent.
     commits: Arc<AtomicU64>,
     snapshot: Arc<Mutex<Snapshot>>,
+    writing: Arc<AtomicBool>,
 }
 
 #[allow(clippy::large_enum_variant)] // One is the common case
@@ -1290,11 +1314,18 @@ impl Writer {
                 continue;
             }
             if open.is_none() {
+                // Set before the snapshot is taken: a lookup that holds it now sees the flag when
+                // it finishes and ends its read transaction itself.
+                self.writing.store(true, Ordering::SeqCst);
+                if let Some(mut s) = Snapshot::try_take(&self.snapshot) {
+                    s.end();
+                }
                 let begin = self
                     .conn
                     .prepare_cached("BEGIN IMMEDIATE")
                     .and_then(|mut s| s.execute([]));
                 if let Err(e) = begin {
+                    self.writing.store(false, Ordering::SeqCst);
                     fail(cmd, &e.to_string());
                     continue;
                 }
@@ -1308,6 +1339,7 @@ impl Writer {
                     Ok(v) => self.seq = self.seq.max(v.unwrap_or(0).max(0) as u64),
                     Err(e) => {
                         let _ = self.conn.execute_batch("ROLLBACK");
+                        self.writing.store(false, Ordering::SeqCst);
                         fail(cmd, &e.to_string());
                         continue;
                     }
@@ -1386,6 +1418,7 @@ impl Writer {
             .conn
             .prepare_cached("COMMIT")
             .and_then(|mut s| s.execute([]));
+        self.writing.store(false, Ordering::SeqCst);
         match r.map(|_| ()) {
             Ok(()) => {
                 if let Some(idx) = &self.addr_index {
@@ -1393,10 +1426,6 @@ impl Writer {
                 }
                 self.index_ops.clear();
                 self.commits.fetch_add(1, Ordering::AcqRel);
-                // Release the snapshot now if it is idle, so that it does not hold back checkpoints.
-                if let Ok(mut s) = self.snapshot.try_lock() {
-                    s.end();
-                }
                 self.stats.groups.fetch_add(1, Ordering::Relaxed);
                 self.stats
                     .commands
@@ -1421,6 +1450,7 @@ impl Writer {
             replies.len()
         );
         let _ = self.conn.execute_batch("ROLLBACK");
+        self.writing.store(false, Ordering::SeqCst);
         self.index_ops.clear();
         self.seq = seq0;
         for r in replies {
