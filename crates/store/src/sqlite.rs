@@ -41,7 +41,7 @@ const WAL_FORCE_CHECKPOINT_PAGES: std::ffi::c_int = 4096;
 /// `PRAGMA application_id` of an lq6 store: ASCII "lq6S".
 pub const APPLICATION_ID: i32 = 0x6c71_3653;
 /// Current schema version (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The current schema (a new store is created with it).
 const SCHEMA: &str = r#"
@@ -80,7 +80,9 @@ CREATE INDEX addr_expiry ON addr(expires_at);
 
 /// Schema changes from version N-1 to N, applied in order by the writer when it opens an older store.
 /// v2: drop `addr_client` (no query used it; one index update less per commit).
-const MIGRATIONS: &[(i64, &str)] = &[(2, "DROP INDEX IF EXISTS addr_client;")];
+/// v3: records may carry a client section (`record::ClientCols`), which an lq6 that knows schema 2
+/// would misread; the bump makes it refuse the file instead (`NewerSchema`). Nothing to rewrite.
+const MIGRATIONS: &[(i64, &str)] = &[(2, "DROP INDEX IF EXISTS addr_client;"), (3, "")];
 
 /// Bring a store of schema `from` up to [`SCHEMA_VERSION`] in one transaction.
 fn migrate(conn: &Connection, from: i64) -> Result<()> {
@@ -509,14 +511,28 @@ impl SqliteStore {
         )?;
         ckpt_conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;")?;
         let (ckpt_tx, ckpt_rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let snapshot = Arc::new(Mutex::new(Snapshot::default()));
+        let csnapshot = snapshot.clone();
         let chandle = std::thread::Builder::new()
             .name("lq6-store-ckpt".into())
-            .spawn(move || {
-                while ckpt_rx.recv().is_ok() {
-                    if let Err(e) =
-                        ckpt_conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::warn!("lease store checkpoint: {e}");
+            .spawn(move || loop {
+                use std::sync::mpsc::RecvTimeoutError;
+                match ckpt_rx.recv_timeout(SNAPSHOT_AGE) {
+                    Ok(()) => {
+                        if let Err(e) =
+                            ckpt_conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                        {
+                            tracing::warn!("lease store checkpoint: {e}");
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+                // The last lookup's snapshot would otherwise stay open while nothing else happens
+                // here, and hold back the checkpoints of another process writing the file.
+                if let Some(mut s) = Snapshot::try_take(&csnapshot) {
+                    if s.began_at.is_some_and(|(_, t)| t.elapsed() >= SNAPSHOT_AGE) {
+                        s.end();
                     }
                 }
             })
@@ -552,7 +568,6 @@ impl SqliteStore {
         let wstats = stats.clone();
         let windex = addr_index.clone();
         let commits = Arc::new(AtomicU64::new(0));
-        let snapshot = Arc::new(Mutex::new(Snapshot::default()));
         let writing = Arc::new(AtomicBool::new(false));
         let (wcommits, wsnapshot, wwriting) = (commits.clone(), snapshot.clone(), writing.clone());
         let (sync_tx, sync_rx) = std::sync::mpsc::channel();

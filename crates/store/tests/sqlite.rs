@@ -478,3 +478,96 @@ async fn records_without_client_columns_read_from_the_table_columns() {
         .unwrap();
     assert_eq!(seen, want);
 }
+
+/// A lookup's snapshot left open on an idle store must not hold back the checkpoints of another
+/// process writing the same file (`lq6 leases import` next to a running server).
+#[test]
+fn an_idle_snapshot_does_not_hold_back_another_writers_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("l.db");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = SqliteStore::open(&p).unwrap();
+    rt.block_on(async {
+        store
+            .commit(common::upd(
+                1,
+                "lan",
+                1000,
+                vec![common::na("2001:db8:1::10", 1, 9000)],
+                None,
+            ))
+            .await
+            .unwrap();
+        // One lookup, then nothing: no lookups and no commits from this store.
+        assert!(store
+            .by_address(common::a("2001:db8:1::10"))
+            .await
+            .unwrap()
+            .is_some());
+    });
+    let o = rusqlite::Connection::open(&p).unwrap();
+    o.execute_batch("PRAGMA busy_timeout=1000;").unwrap();
+    for round in 0..3i64 {
+        o.execute_batch("BEGIN IMMEDIATE").unwrap();
+        for i in 0..500i64 {
+            o.execute(
+                "INSERT INTO relay_id(relay_id, client) VALUES (?1, ?2)",
+                rusqlite::params![vec![7u8; 200], round * 10_000 + i],
+            )
+            .unwrap();
+        }
+        o.execute_batch("COMMIT").unwrap();
+        // Longer than the 10 ms a snapshot may live.
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        let (log, done): (i64, i64) = o
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(log, done, "round {round}: every frame checkpointed");
+    }
+    drop(store);
+}
+
+/// A schema-2 store (records without a client section) is brought to schema 3 when opened, and
+/// keeps its bindings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_2_store_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("l.db");
+    let b = {
+        let s = SqliteStore::open(&p).unwrap();
+        s.commit(common::upd(
+            1,
+            "lan",
+            1000,
+            vec![common::na("2001:db8:1::10", 1, 9000)],
+            None,
+        ))
+        .await
+        .unwrap()
+        .binding
+    };
+    let version = |c: &rusqlite::Connection| -> i64 {
+        c.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    {
+        let c = rusqlite::Connection::open(&p).unwrap();
+        assert_eq!(version(&c), lq6_store::sqlite::SCHEMA_VERSION);
+        c.execute_batch("PRAGMA user_version=2; PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+    }
+    let s = SqliteStore::open(&p).unwrap();
+    assert_eq!(
+        s.by_address(common::a("2001:db8:1::10")).await.unwrap(),
+        Some(b)
+    );
+    drop(s);
+    let c = rusqlite::Connection::open(&p).unwrap();
+    assert_eq!(version(&c), 3);
+}
