@@ -521,8 +521,8 @@ fn an_idle_snapshot_does_not_hold_back_another_writers_checkpoints() {
             .unwrap();
         }
         o.execute_batch("COMMIT").unwrap();
-        // Longer than the 10 ms a snapshot may live.
-        std::thread::sleep(std::time::Duration::from_millis(60));
+        // Longer than the 10 ms a snapshot may live plus the 100 ms between the checks that end it.
+        std::thread::sleep(std::time::Duration::from_millis(250));
         let (log, done): (i64, i64) = o
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                 Ok((r.get(1)?, r.get(2)?))
