@@ -60,14 +60,17 @@ impl LeaseCache {
         link: usize,
         mut keep: impl FnMut(&Lease) -> bool,
     ) {
-        let kept = with_key(duid, link, |k| {
-            self.map
-                .get(k)
-                .map(|ls| ls.iter().filter(|x| keep(x)).cloned().collect::<Vec<_>>())
-        });
-        if let Some(kept) = kept {
-            self.set(duid, link, kept);
-        }
+        with_key(duid, link, |k| {
+            let Some(ls) = self.map.get_mut(k) else {
+                return;
+            };
+            let kept: Box<[Lease]> = ls.iter().filter(|x| keep(x)).cloned().collect();
+            if kept.is_empty() {
+                self.map.remove(k);
+            } else {
+                *ls = kept;
+            }
+        })
     }
 
     /// Keeps, across all clients, the leases for which `keep` holds.

@@ -179,14 +179,18 @@ impl Map {
 
 impl AddrIndex {
     /// Builds the map from `(start, plen, client)` rows in ascending order of start; `n` is their
-    /// number, so that the arrays are allocated once.
-    pub(crate) fn from_sorted(n: usize, rows: impl IntoIterator<Item = (u128, u8, i64)>) -> Self {
+    /// number, so that the arrays are allocated once. The first failed row fails the build.
+    pub(crate) fn from_sorted(
+        n: usize,
+        rows: impl IntoIterator<Item = crate::Result<(u128, u8, i64)>>,
+    ) -> crate::Result<Self> {
         let mut m = Map {
             entries: Vec::with_capacity(n),
             fences: Vec::new(),
             changes: BTreeMap::new(),
         };
-        for (s, p, c) in rows {
+        for row in rows {
+            let (s, p, c) = row?;
             match pack(p, c) {
                 Some(v) if m.entries.last().is_none_or(|l| l.start() < s) => {
                     m.entries.push(Entry::new(s, v));
@@ -199,9 +203,9 @@ impl AddrIndex {
             }
         }
         m.fences = fences(&m.entries);
-        AddrIndex {
+        Ok(AddrIndex {
             map: RwLock::new(m),
-        }
+        })
     }
 
     /// The row whose range may contain `addr`: the one starting at or below it (stored ranges never
@@ -268,6 +272,10 @@ impl AddrIndex {
 mod tests {
     use super::*;
 
+    fn index(n: usize, rows: impl IntoIterator<Item = (u128, u8, i64)>) -> AddrIndex {
+        AddrIndex::from_sorted(n, rows.into_iter().map(Ok)).expect("rows are fine")
+    }
+
     fn a(s: &str) -> u128 {
         u128::from(s.parse::<Ipv6Addr>().expect("literal"))
     }
@@ -278,7 +286,7 @@ mod tests {
 
     #[test]
     fn finds_the_prefix_that_contains_an_address_and_nothing_past_its_end() {
-        let idx = AddrIndex::from_sorted(
+        let idx = index(
             2,
             [(a("2001:db8::5"), 128, 9), (a("2001:db8:0:100::"), 56, 7)],
         );
@@ -291,7 +299,7 @@ mod tests {
 
     #[test]
     fn a_delete_by_another_holder_leaves_the_entry() {
-        let idx = AddrIndex::from_sorted(1, [(a("2001:db8::5"), 128, 9)]);
+        let idx = index(1, [(a("2001:db8::5"), 128, 9)]);
         idx.apply(&[IndexOp::Del {
             start: a("2001:db8::5"),
             client: 3,
@@ -313,8 +321,7 @@ mod tests {
 
     #[test]
     fn a_deleted_range_uncovers_nothing_below_it() {
-        let idx =
-            AddrIndex::from_sorted(2, [(a("2001:db8::"), 64, 1), (a("2001:db8:0:1::"), 64, 2)]);
+        let idx = index(2, [(a("2001:db8::"), 64, 1), (a("2001:db8:0:1::"), 64, 2)]);
         idx.apply(&[IndexOp::Del {
             start: a("2001:db8:0:1::"),
             client: 2,
@@ -326,7 +333,7 @@ mod tests {
     #[test]
     fn rebuilding_the_arrays_keeps_every_change() {
         let n = 10_000u128;
-        let idx = AddrIndex::from_sorted(n as usize, (0..n).map(|i| (i << 64, 64, i as i64 + 1)));
+        let idx = index(n as usize, (0..n).map(|i| (i << 64, 64, i as i64 + 1)));
         // Delete the even ranges and add odd-numbered /128s past the end: enough to force rebuilds.
         let mut ops = Vec::new();
         for i in (0..n).step_by(2) {
@@ -357,7 +364,7 @@ mod tests {
 
     #[test]
     fn row_ids_too_large_to_pack_are_left_to_sql() {
-        let idx = AddrIndex::from_sorted(1, [(a("2001:db8::5"), 128, 1 << 60)]);
+        let idx = index(1, [(a("2001:db8::5"), 128, 1 << 60)]);
         assert_eq!(idx.len(), 0);
         assert_eq!(idx.find(ip("2001:db8::5")), None);
     }

@@ -786,7 +786,8 @@ fn columns<'r>(r: &'r rusqlite::Row<'_>) -> Result<record::ClientCols<'r>> {
     })
 }
 
-fn row_binding(r: &rusqlite::Row<'_>) -> Result<(u64, Binding)> {
+/// A `COLS` row's id, record blob and client columns (from the blob when it carries them).
+fn row_head<'r>(r: &'r rusqlite::Row<'_>) -> Result<(u64, &'r [u8], record::ClientCols<'r>)> {
     let id: i64 = r.get(0)?;
     let data = r
         .get_ref(7)?
@@ -796,9 +797,14 @@ fn row_binding(r: &rusqlite::Row<'_>) -> Result<(u64, Binding)> {
         Some(t) => t,
         None => columns(r)?,
     };
+    Ok((id as u64, data, t))
+}
+
+fn row_binding(r: &rusqlite::Row<'_>) -> Result<(u64, Binding)> {
+    let (id, data, t) = row_head(r)?;
     let (relay, leases) = record::decode(data)?;
     Ok((
-        id as u64,
+        id,
         Binding {
             client: ClientRecord {
                 duid: t.duid.to_vec(),
@@ -817,18 +823,10 @@ fn row_binding(r: &rusqlite::Row<'_>) -> Result<(u64, Binding)> {
 /// A borrowed view of a `COLS` row: nothing is copied or allocated; the record blob is validated and
 /// its leases are parsed lazily by the view's iterator.
 fn row_view<'r>(r: &'r rusqlite::Row<'_>, active_only: bool) -> Result<(u64, BindingView<'r>)> {
-    let id: i64 = r.get(0)?;
-    let data = r
-        .get_ref(7)?
-        .as_blob()
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let t = match record::client_cols(data)? {
-        Some(t) => t,
-        None => columns(r)?,
-    };
+    let (id, data, t) = row_head(r)?;
     let (relay, leases) = record::decode_view(data)?;
     Ok((
-        id as u64,
+        id,
         BindingView {
             duid: t.duid,
             link: t.link,
@@ -887,38 +885,19 @@ fn load_addr_index(conn: &Connection) -> Result<AddrIndex> {
     let n: i64 = conn.query_row("SELECT count(*) FROM addr", [], |r| r.get(0))?;
     // The table's key order is ascending start, which is what the index's arrays keep.
     let mut st = conn.prepare("SELECT start, plen, client FROM addr ORDER BY start")?;
-    let mut rows = st.query([])?;
-    let mut err = None;
-    let iter = std::iter::from_fn(|| {
-        let row = |r: &rusqlite::Row<'_>| -> Result<(u128, u8, i64)> {
-            let start = r
-                .get_ref(0)?
-                .as_blob()
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let plen: i64 = r.get(1)?;
-            Ok((
-                u128::from(addr_from(start)?),
-                plen.clamp(0, 128) as u8,
-                r.get(2)?,
-            ))
-        };
-        match rows
-            .next()
-            .map_err(StoreError::from)
-            .and_then(|r| r.map(row).transpose())
-        {
-            Ok(r) => r,
-            Err(e) => {
-                err = Some(e);
-                None
-            }
-        }
+    let rows = st.query([])?.and_then(|r| -> Result<(u128, u8, i64)> {
+        let start = r
+            .get_ref(0)?
+            .as_blob()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let plen: i64 = r.get(1)?;
+        Ok((
+            u128::from(addr_from(start)?),
+            plen.clamp(0, 128) as u8,
+            r.get(2)?,
+        ))
     });
-    let idx = AddrIndex::from_sorted(usize::try_from(n).unwrap_or(0), iter);
-    match err {
-        Some(e) => Err(e),
-        None => Ok(idx),
-    }
+    AddrIndex::from_sorted(usize::try_from(n).unwrap_or(0), rows)
 }
 
 fn load_by_id(conn: &Connection, id: i64) -> Result<Option<Binding>> {
@@ -952,12 +931,10 @@ impl LeaseStore for SqliteStore {
         let f = move |c: &Connection| {
             // The map's candidate counts only if its row still holds the address.
             if let Some(b) = hint.map(|id| load_by_id(c, id)).transpose()?.flatten() {
-                let a = u128::from(addr);
-                if b.leases.iter().any(|l| {
-                    l.state == LeaseState::Active
-                        && u128::from(l.addr) <= a
-                        && a <= u128::from(l.end())
-                }) {
+                if b.leases
+                    .iter()
+                    .any(|l| l.state == LeaseState::Active && (l.addr..=l.end()).contains(&addr))
+                {
                     return Ok(Some(b.active_only()));
                 }
             }
