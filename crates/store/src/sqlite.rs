@@ -1462,19 +1462,38 @@ impl Writer {
         self.write(u, existing, plan).map_err(ApplyError::Aborted)
     }
 
+    /// The Remote-ID columns an update writes: enterprise number and bytes, or NULLs.
+    fn remote_cols(u: &ClientUpdate) -> (Option<i64>, Option<&[u8]>) {
+        match u.relay.as_ref().and_then(|r| r.remote_id.as_ref()) {
+            Some(r) => (Some(r.enterprise as i64), Some(r.id.as_slice())),
+            None => (None, None),
+        }
+    }
+
     /// The read-only half of [`Writer::apply`]: the stored binding, the plan, and the conflict check.
-    fn check(&mut self, u: &ClientUpdate) -> Result<(Option<i64>, Plan)> {
+    fn check(&mut self, u: &ClientUpdate) -> Result<(Option<Stored>, Plan)> {
         let c = &self.conn;
-        let existing: Option<(i64, Vec<u8>)> = c
-            .prepare_cached("SELECT id, data FROM client WHERE duid = ?1 AND link = ?2")?
-            .query_row(params![u.duid, u.link], |r| Ok((r.get(0)?, r.get(1)?)))
+        let remote = Self::remote_cols(u);
+        let existing: Option<(Stored, Vec<u8>)> = c
+            .prepare_cached(
+                "SELECT id, data, remote_ent IS ?3 AND remote_id IS ?4 FROM client
+                 WHERE duid = ?1 AND link = ?2",
+            )?
+            .query_row(params![u.duid, u.link, remote.0, remote.1], |r| {
+                let stored = Stored {
+                    id: r.get(0)?,
+                    same_remote: r.get(2)?,
+                };
+                Ok((stored, r.get(1)?))
+            })
             .optional()?;
         let old = match &existing {
             Some((_, data)) => Some(record::decode(data)?),
             None => None,
         };
         let plan: Plan = record::plan(old.as_ref().map(|(r, l)| (r, l.as_slice())), u)?;
-        let id = existing.map(|(id, _)| id);
+        let stored = existing.map(|(s, _)| s);
+        let id = stored.map(|s| s.id);
         // The ranges to write must not overlap each other, nor any stored range except this
         // binding's own rows that the update rewrites or deletes (a prefix shrunk in place no longer
         // covers what it covered). The PostgreSQL backend applies the same rule (`postgres::conflict`).
@@ -1517,24 +1536,21 @@ impl Writer {
                 }
             }
         }
-        Ok((id, plan))
+        Ok((stored, plan))
     }
 
     /// The writing half of [`Writer::apply`]; an error here leaves the transaction half-written.
     fn write(
         &mut self,
         u: &ClientUpdate,
-        existing: Option<i64>,
+        existing: Option<Stored>,
         mut plan: Plan,
     ) -> Result<CommitInfo> {
         let c = &self.conn;
         let now = u.now.unwrap_or_else(crate::unix_now);
         self.seq += 1;
         let seq = self.seq;
-        let (rent, rid) = match u.relay.as_ref().and_then(|r| r.remote_id.as_ref()) {
-            Some(r) => (Some(r.enterprise as i64), Some(r.id.clone())),
-            None => (None, None),
-        };
+        let (rent, rid) = Self::remote_cols(u);
         let la = a16(u.link_address);
         let cltt = u.cltt.min(i64::MAX as u64) as i64;
         let now_col = now.min(i64::MAX as u64) as i64;
@@ -1551,23 +1567,31 @@ impl Writer {
             },
         );
         let id = match existing {
-            Some(id) => {
-                c.prepare_cached(
+            Some(Stored { id, same_remote }) => {
+                // A renewal that keeps its Remote-ID leaves those columns out: naming them in the
+                // UPDATE makes SQLite rewrite the `client_remote` entry, a random index page more.
+                let sql = if same_remote {
                     "UPDATE client SET link_address=?2, cltt=?3, changed_seq=?4, changed_at=?5, n_active=?6,
-                     n_leases=?7, remote_ent=?8, remote_id=?9, data=?10 WHERE id=?1",
-                )?
-                .execute(params![
-                    id,
-                    la,
-                    cltt,
-                    seq as i64,
-                    now_col,
-                    plan.n_active,
-                    plan.n_leases,
-                    rent,
-                    rid,
-                    data
-                ])?;
+                     n_leases=?7, data=?8 WHERE id=?1"
+                } else {
+                    "UPDATE client SET link_address=?2, cltt=?3, changed_seq=?4, changed_at=?5, n_active=?6,
+                     n_leases=?7, data=?8, remote_ent=?9, remote_id=?10 WHERE id=?1"
+                };
+                let seq = seq as i64;
+                let p: [&dyn rusqlite::ToSql; 10] = [
+                    &id,
+                    &la,
+                    &cltt,
+                    &seq,
+                    &now_col,
+                    &plan.n_active,
+                    &plan.n_leases,
+                    &data,
+                    &rent,
+                    &rid,
+                ];
+                c.prepare_cached(sql)?
+                    .execute(&p[..if same_remote { 8 } else { 10 }])?;
                 id
             }
             None => {
@@ -1678,6 +1702,14 @@ impl Writer {
         }
         Ok(n)
     }
+}
+
+/// The stored row an update rewrites.
+#[derive(Clone, Copy)]
+struct Stored {
+    id: i64,
+    /// The row's Remote-ID columns already hold the update's Remote-ID.
+    same_remote: bool,
 }
 
 /// Why one command of a group failed.

@@ -535,6 +535,34 @@ pub async fn bulk_queries(s: Arc<dyn LeaseStore>) {
             .len(),
         1
     );
+    // A renewal that keeps its Remote-ID stays findable by it; one that changes only the
+    // enterprise number moves to the new pair.
+    for (now, ent) in [(4002, 9), (4003, 9), (4004, 10)] {
+        s.commit(upd(
+            0,
+            "a",
+            now,
+            vec![],
+            Some(relay(b"R1", Some((ent, b"new")))),
+        ))
+        .await
+        .unwrap();
+    }
+    assert!(all(&s, Query::remote_id(9, b"new".to_vec(), None), 5)
+        .await
+        .is_empty());
+    let moved = all(&s, Query::remote_id(10, b"new".to_vec(), None), 5).await;
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].client.cltt, 4004);
+    s.commit(upd(
+        0,
+        "a",
+        4005,
+        vec![],
+        Some(relay(b"R1", Some((9, b"new")))),
+    ))
+    .await
+    .unwrap();
     // Relay change: client 1 now behind R2 only.
     s.commit(upd(1, "a", 4001, vec![], Some(relay(b"R2", None))))
         .await
