@@ -1,8 +1,9 @@
 //! Embedded backend: SQLite (bundled), WAL, pipelined group commit (writer thread + WAL fsync thread),
 //! a small pool of read-only connections for queries.
 //!
-//! Durability: the writer commits with `synchronous=NORMAL` and the syncer thread fsyncs the WAL before a caller is
-//! answered, so nothing is acknowledged before it is on disk (see `Syncer`).
+//! Durability: the writer's COMMIT only hands the WAL frames to the OS (see `wal_vfs`), and the syncer
+//! thread fsyncs the WAL before a caller is answered, so nothing is acknowledged before it is on disk
+//! (see `Syncer`).
 //!
 //! Opening: a file that is not ours, truncated or of a newer schema is rejected with an error naming it
 //! before any read-write connection is opened, so nothing in it is changed. A new store is built under a
@@ -480,9 +481,11 @@ impl SqliteStore {
             create(&path)?;
         }
         let _version = inspect(&path)?;
-        let wconn = Connection::open_with_flags(
+        crate::wal_vfs::register()?;
+        let wconn = Connection::open_with_flags_and_vfs(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            crate::wal_vfs::NAME,
         )?;
         let mode: String = wconn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -491,10 +494,13 @@ impl SqliteStore {
                 reason: format!("cannot switch to WAL (journal_mode {mode})"),
             });
         }
-        // synchronous=NORMAL: COMMIT does not wait for the disk; the syncer thread fsyncs the WAL and
-        // only then answers the callers (see `Syncer`), so every acknowledged commit is durable.
+        // COMMIT does not wait for the disk: its WAL sync (synchronous=FULL) only writes the gathered
+        // frames out (see `wal_vfs`); the syncer thread fsyncs the WAL and only then answers the
+        // callers (see `Syncer`), so every acknowledged commit is durable. checkpoint_fullfsync marks
+        // the syncs SQLite needs before a checkpoint, which stay real fsyncs.
         wconn.execute_batch(
-            "PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY; PRAGMA busy_timeout=10000;",
+            "PRAGMA synchronous=FULL; PRAGMA checkpoint_fullfsync=ON; PRAGMA cache_size=-65536;
+             PRAGMA temp_store=MEMORY; PRAGMA busy_timeout=10000;",
         )?;
         migrate(&wconn, _version)?;
         let seq: i64 = wconn.query_row(
@@ -1186,8 +1192,8 @@ const POISONED: &str = "an earlier fsync of the write-ahead log failed; reopen t
 
 /// The syncer: fsyncs the WAL once for every group committed since its last fsync, then answers them.
 ///
-/// The writer connection runs with `synchronous=NORMAL`, so its COMMIT writes the WAL frames (and the
-/// commit frame) to the OS without waiting for the disk; durability comes from this thread's
+/// The writer connection's COMMIT writes the WAL frames (and the commit frame) to the OS without
+/// waiting for the disk (its commit sync is only a write, see `wal_vfs`); durability comes from this thread's
 /// `fdatasync` of the WAL file, which covers every frame written before it. Callers are answered only
 /// after it, so an acknowledged commit is on disk, exactly as with `synchronous=FULL`, but the writer
 /// can apply and commit the next group while the disk flushes the previous one (pipelined group
