@@ -592,6 +592,7 @@ impl SqliteStore {
             inflight: inflight.clone(),
             stats: stats.clone(),
             wake: tx.downgrade(),
+            writing: writing.clone(),
         };
         let shandle = std::thread::Builder::new()
             .name("lq6-store-sync".into())
@@ -1207,11 +1208,34 @@ struct Syncer {
     stats: Arc<WriteStats>,
     /// Wakes the writer when the pipeline has room again (weak: does not keep the store open).
     wake: mpsc::WeakSender<Cmd>,
+    /// Set while the writer has a transaction open (see [`Snapshot`]).
+    writing: Arc<AtomicBool>,
 }
 
+/// How long the syncer waits for a group the writer is about to commit without going to sleep.
+const SYNCER_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
+
 impl Syncer {
+    /// The next committed group. While the writer has a transaction open, one is due shortly: the
+    /// syncer then yields its core instead of sleeping, because a sleeping thread here takes some
+    /// 30 µs to be woken, and the disk idles for all of it.
+    fn next(&self, rx: &std::sync::mpsc::Receiver<Vec<Reply>>) -> Option<Vec<Reply>> {
+        let t0 = std::time::Instant::now();
+        loop {
+            match rx.try_recv() {
+                Ok(g) => return Some(g),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+            }
+            if !self.writing.load(Ordering::Acquire) || t0.elapsed() >= SYNCER_SPIN {
+                return rx.recv().ok();
+            }
+            std::thread::yield_now();
+        }
+    }
+
     fn run(mut self, rx: std::sync::mpsc::Receiver<Vec<Reply>>) {
-        while let Ok(first) = rx.recv() {
+        while let Some(first) = self.next(&rx) {
             let mut groups = vec![first];
             while let Ok(g) = rx.try_recv() {
                 groups.push(g);
