@@ -207,3 +207,93 @@ async fn dependent_batch(url: &str, schema: &str, seed: u64) {
         assert_eq!(p, s, "seed {seed}, client {n}");
     }
 }
+
+/// A database at schema 1 (expiry indexed on the address rows) is migrated to schema 2: every
+/// binding's earliest expiry is filled in from its address rows, so the expiry sweep still finds
+/// exactly the overdue ones. Renewals afterwards rewrite the address rows in place (HOT updates).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_1_database_is_migrated() {
+    let Some((url, schema, _guard)) = pg::schema("schema_1").await else {
+        return;
+    };
+    let s = pg::open(&url, &schema).await;
+    for n in 0..6u32 {
+        let lease = common::na(
+            &format!("2001:db8:61::{}", n + 1),
+            1,
+            5000 + 1000 * n as u64,
+        );
+        s.commit(common::upd(n, "lan", 1000, vec![lease], None))
+            .await
+            .unwrap();
+    }
+    drop(s);
+    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // Back to schema 1 as 0001_init.sql made it.
+    c.batch_execute(&format!(
+        "SET search_path = {schema};
+         DROP INDEX lq6_client_expiry;
+         ALTER TABLE lq6_client DROP COLUMN next_expiry;
+         CREATE INDEX lq6_addr_expiry ON lq6_addr (expires_at);
+         ALTER TABLE lq6_addr RESET (fillfactor);
+         DELETE FROM lq6_schema_version WHERE version = 2;"
+    ))
+    .await
+    .unwrap();
+    let s = pg::open(&url, &schema).await;
+    let v: i32 = c
+        .query_one("SELECT max(version) FROM lq6_schema_version", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 2);
+    // Leases expiring at 5000 and 6000 are overdue at 6500; the other four are not.
+    assert_eq!(s.expire(6500).await.unwrap(), 2);
+    let b = s.by_client(&common::duid(0), Some("lan")).await.unwrap();
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].leases[0].state, LeaseState::Expired);
+    let active = s
+        .active_in_range(
+            common::a("2001:db8:61::"),
+            common::a("2001:db8:61::ff"),
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(active.len(), 4);
+    // Renew the four that are left, twice: their address rows change in place.
+    for round in 0..2u64 {
+        for n in 2..6u32 {
+            let lease = common::na(&format!("2001:db8:61::{}", n + 1), 1, 20_000 + round);
+            s.commit(common::upd(n, "lan", 7000 + round, vec![lease], None))
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(s.expire(19_999).await.unwrap(), 0);
+    let stats = c
+        .query_one(
+            &format!(
+                "SELECT count(*) FILTER (WHERE expires_at = 20001), count(*) FROM {schema}.lq6_addr"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((stats.get::<_, i64>(0), stats.get::<_, i64>(1)), (4, 4));
+    assert_eq!(s.expire(20_001).await.unwrap(), 4);
+    assert!(s
+        .active_in_range(
+            common::a("2001:db8:61::"),
+            common::a("2001:db8:61::ff"),
+            None,
+            10
+        )
+        .await
+        .unwrap()
+        .is_empty());
+}
