@@ -16,9 +16,22 @@
 //!   thread fsyncs the WAL before any caller is answered, exactly as before. The syncs SQLite needs
 //!   for its own safety (before a checkpoint, after a new WAL header) carry `SQLITE_SYNC_FULL`
 //!   because the writer sets `checkpoint_fullfsync=ON`, and they are real fsyncs;
-//! - before any other operation on the file (read, size, truncate, file control, close), before a
-//!   write that does not continue the buffered bytes, and when the buffer reaches [`MAX_BUFFER`].
+//! - before any other operation on the file (read, size, truncate, file control), before a write
+//!   that does not continue the buffered bytes, and when the buffer reaches [`MAX_BUFFER`].
+//!
+//! Bytes still buffered when the write transaction ends belong to a transaction that was rolled
+//! back (frames a cache spill wrote): they are dropped, never written. Once the writer has released
+//! the WAL write lock, another connection or process may write those very offsets, and writing the
+//! dropped frames later would overwrite its commit. The end of the transaction is seen on the
+//! database file, where SQLite releases the WAL write lock (`xShmLock`), so the database file is
+//! wrapped too (every other method passes straight through).
+//!
+//! Gathering relies on power-safe overwrite (the default VFS's default): without it SQLite pads a
+//! commit to a sector boundary and syncs part-way through its last frame, so the WAL is then passed
+//! through unbuffered.
 #![allow(unsafe_code)]
+
+use std::cell::Cell;
 
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
@@ -45,6 +58,15 @@ struct WalFile {
     pending: Vec<u8>,
     /// File offset of `pending[0]`.
     at: i64,
+    /// Write through, unbuffered (the file lacks power-safe overwrite, or it is the database).
+    direct: bool,
+}
+
+thread_local! {
+    /// The WAL file whose buffer holds bytes on this thread. SQLite writes a transaction's frames,
+    /// and releases its write lock, on the thread that runs the transaction; lq6 runs one write
+    /// transaction at a time per thread (the store's writer thread, or `open` before it starts).
+    static PENDING: Cell<*mut WalFile> = const { Cell::new(ptr::null_mut()) };
 }
 
 /// Where the default VFS's handle starts, aligned for it.
@@ -102,8 +124,10 @@ unsafe extern "C" fn open(
     let Some(real_open) = (*real_vfs).xOpen else {
         return ffi::SQLITE_ERROR;
     };
-    if flags & ffi::SQLITE_OPEN_WAL == 0 {
-        // Not the WAL: the default VFS's handle, in the room we were given (it is larger).
+    let wal = flags & ffi::SQLITE_OPEN_WAL != 0;
+    if !wal && flags & ffi::SQLITE_OPEN_MAIN_DB == 0 {
+        // Journals, temporary files: the default VFS's handle, in the room we were given (it is
+        // larger).
         return real_open(real_vfs, name, file, flags, out_flags);
     }
     (*file).pMethods = ptr::null();
@@ -116,21 +140,28 @@ unsafe extern "C" fn open(
         }
         return rc;
     }
+    let powersafe = (*real)
+        .pMethods
+        .as_ref()
+        .and_then(|m| m.xDeviceCharacteristics)
+        .is_some_and(|dc| dc(real) & ffi::SQLITE_IOCAP_POWERSAFE_OVERWRITE != 0);
     ptr::write(
         file.cast::<WalFile>(),
         WalFile {
             base: ffi::sqlite3_file {
-                pMethods: &WAL_METHODS,
+                pMethods: if wal { &WAL_METHODS } else { &DB_METHODS },
             },
             real,
             pending: Vec::new(),
             at: 0,
+            direct: !wal || !powersafe,
         },
     );
     ffi::SQLITE_OK
 }
 
-static WAL_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+/// The WAL file's methods; the database file differs only in `xShmLock`.
+const METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     iVersion: 3,
     xClose: Some(close),
     xRead: Some(read),
@@ -152,6 +183,14 @@ static WAL_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     xUnfetch: Some(unfetch),
 };
 
+static WAL_METHODS: ffi::sqlite3_io_methods = METHODS;
+
+/// The database file: everything passes through; only the release of the WAL write lock is watched.
+static DB_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+    xShmLock: Some(db_shm_lock),
+    ..METHODS
+};
+
 /// SAFETY (all below): SQLite calls these only with a handle that `open` initialised as a
 /// `WalFile` and has not closed, from one thread at a time.
 unsafe fn wal<'a>(f: *mut ffi::sqlite3_file) -> &'a mut WalFile {
@@ -169,8 +208,11 @@ unsafe fn real_methods<'a>(w: &WalFile, version: c_int) -> Option<&'a ffi::sqlit
 /// Hand the buffered bytes to the default VFS. They are dropped even if that fails: they belong
 /// to the write transaction that the error now fails.
 unsafe fn flush(w: &mut WalFile) -> c_int {
+    if w.pending.is_empty() {
+        return ffi::SQLITE_OK;
+    }
     let Some(write) = real_methods(w, 1).and_then(|m| m.xWrite) else {
-        w.pending.clear();
+        discard(w);
         return ffi::SQLITE_IOERR_WRITE;
     };
     let mut rc = ffi::SQLITE_OK;
@@ -187,8 +229,19 @@ unsafe fn flush(w: &mut WalFile) -> c_int {
         }
         at += chunk.len() as i64;
     }
-    w.pending.clear();
+    discard(w);
     rc
+}
+
+/// Forget the buffered bytes.
+fn discard(w: &mut WalFile) {
+    w.pending.clear();
+    let me: *mut WalFile = w;
+    PENDING.with(|p| {
+        if p.get() == me {
+            p.set(ptr::null_mut());
+        }
+    });
 }
 
 /// Forward a call to the default VFS's handle after writing out the buffer.
@@ -217,20 +270,17 @@ macro_rules! forward {
     }};
 }
 
+/// Anything still buffered at close belongs to no committed transaction (see the module doc).
 unsafe extern "C" fn close(f: *mut ffi::sqlite3_file) -> c_int {
     let w = wal(f);
-    let rc = flush(w);
+    discard(w);
     let closed = match real_methods(w, 1).and_then(|m| m.xClose) {
         Some(close) => close(w.real),
         None => ffi::SQLITE_OK,
     };
     ptr::drop_in_place(&mut w.pending);
     w.base.pMethods = ptr::null();
-    if rc != ffi::SQLITE_OK {
-        rc
-    } else {
-        closed
-    }
+    closed
 }
 
 unsafe extern "C" fn write(
@@ -240,6 +290,15 @@ unsafe extern "C" fn write(
     offset: i64,
 ) -> c_int {
     let w = wal(f);
+    if w.direct {
+        return forward!(
+            f,
+            1,
+            xWrite,
+            ffi::SQLITE_IOERR_WRITE,
+            (data, amount, offset)
+        );
+    }
     let Ok(n) = usize::try_from(amount) else {
         return ffi::SQLITE_IOERR_WRITE;
     };
@@ -257,6 +316,8 @@ unsafe extern "C" fn write(
     }
     w.pending
         .extend_from_slice(std::slice::from_raw_parts(data.cast::<u8>(), n));
+    let me: *mut WalFile = w;
+    PENDING.with(|p| p.set(me));
     if w.pending.len() >= MAX_BUFFER {
         return flush(w);
     }
@@ -268,7 +329,7 @@ unsafe extern "C" fn write(
 unsafe extern "C" fn sync(f: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
     let w = wal(f);
     let rc = flush(w);
-    if rc != ffi::SQLITE_OK || flags & 0x03 != ffi::SQLITE_SYNC_FULL {
+    if rc != ffi::SQLITE_OK || (!w.direct && flags & 0x03 != ffi::SQLITE_SYNC_FULL) {
         return rc;
     }
     forward!(f, 1, xSync, ffi::SQLITE_IOERR_FSYNC, (flags))
@@ -352,6 +413,26 @@ unsafe extern "C" fn shm_lock(
     )
 }
 
+/// WAL write lock (`WAL_WRITE_LOCK` in SQLite's wal.c): shm lock slot 0.
+const WAL_WRITE_LOCK: c_int = 0;
+
+/// On the database file: when the WAL write lock is released, the transaction is over, and
+/// anything its WAL still buffers was rolled back (a committed one was written out by its sync).
+unsafe extern "C" fn db_shm_lock(
+    f: *mut ffi::sqlite3_file,
+    offset: c_int,
+    n: c_int,
+    flags: c_int,
+) -> c_int {
+    if offset == WAL_WRITE_LOCK && flags & ffi::SQLITE_SHM_UNLOCK != 0 {
+        let pending = PENDING.with(|p| p.get());
+        if let Some(w) = pending.as_mut() {
+            discard(w);
+        }
+    }
+    shm_lock(f, offset, n, flags)
+}
+
 unsafe extern "C" fn shm_barrier(f: *mut ffi::sqlite3_file) {
     forward!(f, 2, xShmBarrier, (), ())
 }
@@ -373,4 +454,67 @@ unsafe extern "C" fn fetch(
 
 unsafe extern "C" fn unfetch(f: *mut ffi::sqlite3_file, offset: i64, page: *mut c_void) -> c_int {
     forward!(f, 3, xUnfetch, ffi::SQLITE_OK, (offset, page))
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::{Connection, OpenFlags};
+
+    fn integrity(path: &std::path::Path) -> (String, i64) {
+        let c = Connection::open(path).unwrap();
+        let ok = c
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap_or_else(|e| e.to_string());
+        let n = c
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap_or(-1);
+        (ok, n)
+    }
+
+    /// Frames a cache spill buffered for a transaction that is then rolled back are dropped, not
+    /// written later over frames another connection committed at the same offsets meanwhile.
+    #[test]
+    fn rolled_back_frames_never_reach_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "PRAGMA journal_mode=WAL; CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB);",
+            )
+            .unwrap();
+        super::register().unwrap();
+        let w = Connection::open_with_flags_and_vfs(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            super::NAME,
+        )
+        .unwrap();
+        // A tiny cache, so that the big transaction below spills frames into the WAL.
+        w.execute_batch(
+            "PRAGMA synchronous=FULL; PRAGMA checkpoint_fullfsync=ON; PRAGMA cache_size=20;
+             PRAGMA wal_autocheckpoint=0; INSERT INTO t VALUES (1, zeroblob(100));",
+        )
+        .unwrap();
+        w.execute_batch(
+            "BEGIN; WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM s WHERE i<200)
+             INSERT INTO t SELECT i+100, randomblob(3000) FROM s; ROLLBACK;",
+        )
+        .unwrap();
+        // Another connection (another process, in production) commits into the same offsets.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "PRAGMA wal_autocheckpoint=0; WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i+1
+                 FROM s WHERE i<5) INSERT INTO t SELECT i+1000, randomblob(3000) FROM s;",
+            )
+            .unwrap();
+        assert_eq!(integrity(&path), ("ok".to_owned(), 6));
+        // The writer's next transaction, and its close, must not write the dropped frames.
+        w.execute_batch("INSERT INTO t VALUES (2, zeroblob(10));")
+            .unwrap();
+        assert_eq!(integrity(&path), ("ok".to_owned(), 7));
+        drop(w);
+        assert_eq!(integrity(&path), ("ok".to_owned(), 7));
+    }
 }
