@@ -60,7 +60,11 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
 /// The earliest expiry among a binding's Active leases (`lq6_client.next_expiry`, which the
 /// expiry sweep searches), or NULL.
 fn next_expiry(plan: &Plan) -> Option<i64> {
-    plan.leases
+    lease_expiry(&plan.leases)
+}
+
+fn lease_expiry(leases: &[Lease]) -> Option<i64> {
+    leases
         .iter()
         .filter(|l| l.state == LeaseState::Active)
         .map(|l| l.expires_at.min(i64::MAX as u64) as i64)
@@ -422,7 +426,21 @@ async fn apply(tx: &deadpool_postgres::Transaction<'_>, u: &ClientUpdate) -> Res
                 .map(|(a, _)| a.expires_at.min(i64::MAX as u64) as i64)
                 .collect();
             let st = tx.prepare_cached(SQL_RENEW_ADDR).await?;
-            tx.execute(&st, &[&c, &s, &p, &l, &e]).await?;
+            let n = match tx.execute(&st, &[&c, &s, &p, &l, &e]).await {
+                Ok(n) => n,
+                Err(err) => {
+                    return Err(match conflict_addr(&err, &plan) {
+                        Some(addr) => StoreError::Conflict { addr },
+                        None => pg_err(err),
+                    })
+                }
+            };
+            // A row held by another binding is left as it is by the upsert's WHERE: refuse.
+            if n != renewed.len() as u64 {
+                return Err(StoreError::Conflict {
+                    addr: renewed[0].0.start,
+                });
+            }
         }
         let changed: Vec<&record::AddrRow> = changed.into_iter().map(|(a, _)| a).collect();
         if !plan.addr_del.is_empty() || !changed.is_empty() {
@@ -1502,7 +1520,7 @@ impl LeaseStore for PgStore {
             let tx = c.transaction().await?;
             let ids: Vec<i64> = tx
                 .query(
-                    "SELECT id FROM lq6_client WHERE next_expiry <= $1 LIMIT 500",
+                    "SELECT id FROM lq6_client WHERE next_expiry <= $1 ORDER BY next_expiry LIMIT 500",
                     &[&now_i],
                 )
                 .await?
@@ -1518,11 +1536,21 @@ impl LeaseStore for PgStore {
                     "SELECT {COLS} FROM lq6_client c WHERE c.id = $1 FOR UPDATE SKIP LOCKED"
                 ))
                 .await?;
+            let fix = tx
+                .prepare_cached("UPDATE lq6_client SET next_expiry = $2 WHERE id = $1")
+                .await?;
+            let mut fixed = false;
             for id in ids {
                 let Some(row) = tx.query_opt(&sel, &[&id]).await? else {
                     continue;
                 };
-                let Some((u, changed)) = record::expiry_update(row_binding(&row)?.1, now) else {
+                let b = row_binding(&row)?.1;
+                let next = lease_expiry(&b.leases);
+                let Some((u, changed)) = record::expiry_update(b, now) else {
+                    // Nothing overdue after all (written by a server older than schema 2, which
+                    // does not keep the column): set it from the record, so the sweep moves on.
+                    tx.execute(&fix, &[&id, &next]).await?;
+                    fixed = true;
                     continue;
                 };
                 apply(&tx, &u).await?;
@@ -1530,7 +1558,7 @@ impl LeaseStore for PgStore {
             }
             tx.commit().await?;
             total += n;
-            if n == 0 {
+            if n == 0 && !fixed {
                 // Everything left is locked by other servers expiring it right now.
                 return Ok(total);
             }

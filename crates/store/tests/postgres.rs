@@ -250,8 +250,27 @@ async fn a_schema_1_database_is_migrated() {
         .unwrap()
         .get(0);
     assert_eq!(v, 2);
+    // A server that knows only schema 1 would have left next_expiry wrong: the sweep sets it from
+    // the record when it finds nothing overdue.
+    let n = c
+        .execute(
+            &format!("UPDATE {schema}.lq6_client SET next_expiry = 1 WHERE duid = $1"),
+            &[&common::duid(5)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
     // Leases expiring at 5000 and 6000 are overdue at 6500; the other four are not.
     assert_eq!(s.expire(6500).await.unwrap(), 2);
+    let fixed: Option<i64> = c
+        .query_one(
+            &format!("SELECT next_expiry FROM {schema}.lq6_client WHERE duid = $1"),
+            &[&common::duid(5)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(fixed, Some(10_000));
     let b = s.by_client(&common::duid(0), Some("lan")).await.unwrap();
     assert_eq!(b.len(), 1);
     assert_eq!(b[0].leases[0].state, LeaseState::Expired);
