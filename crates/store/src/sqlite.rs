@@ -502,6 +502,22 @@ impl SqliteStore {
             "PRAGMA synchronous=FULL; PRAGMA checkpoint_fullfsync=ON; PRAGMA cache_size=-65536;
              PRAGMA temp_store=MEMORY; PRAGMA busy_timeout=10000;",
         )?;
+        // wal_vfs writes a commit's frames out only in that sync and drops what is left when the
+        // write lock is released: under any other setting, commits would be lost.
+        let sync_mode: (i64, i64) = wconn.query_row(
+            "SELECT * FROM pragma_synchronous, pragma_checkpoint_fullfsync",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if sync_mode != (2, 1) {
+            return Err(StoreError::CorruptFile {
+                path,
+                reason: format!(
+                    "the writer connection runs synchronous={}, checkpoint_fullfsync={} (needs 2 and 1)",
+                    sync_mode.0, sync_mode.1
+                ),
+            });
+        }
         migrate(&wconn, _version)?;
         let seq: i64 = wconn.query_row(
             "SELECT coalesce(max(changed_seq), 0) FROM client",
