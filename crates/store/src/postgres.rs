@@ -59,16 +59,39 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
 
 /// The earliest expiry among a binding's Active leases (`lq6_client.next_expiry`, which the
 /// expiry sweep searches), or NULL.
-fn next_expiry(plan: &Plan) -> Option<i64> {
-    lease_expiry(&plan.leases)
-}
-
-fn lease_expiry(leases: &[Lease]) -> Option<i64> {
+fn next_expiry(leases: &[Lease]) -> Option<i64> {
     leases
         .iter()
         .filter(|l| l.state == LeaseState::Active)
         .map(|l| l.expires_at.min(i64::MAX as u64) as i64)
         .min()
+}
+
+/// Address rows as the column arrays the `lq6_addr` statements take: start, prefix text, length,
+/// expiry.
+#[derive(Default)]
+struct AddrCols {
+    start: Vec<Vec<u8>>,
+    prefix: Vec<String>,
+    plen: Vec<i16>,
+    exp: Vec<i64>,
+}
+
+impl AddrCols {
+    fn push(&mut self, a: &record::AddrRow) {
+        self.start.push(a16(a.start).to_vec());
+        self.prefix.push(format!("{}/{}", a.start, a.plen));
+        self.plen.push(a.plen as i16);
+        self.exp.push(a.expires_at.min(i64::MAX as u64) as i64);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.start.is_empty()
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 4] {
+        [&self.start, &self.prefix, &self.plen, &self.exp]
+    }
 }
 
 /// For each row of `plan.addr_put`, whether the stored binding already holds exactly that range:
@@ -354,15 +377,12 @@ async fn apply(tx: &deadpool_postgres::Transaction<'_>, u: &ClientUpdate) -> Res
             None => (None, None),
         };
         let plan = record::plan(old.as_ref().map(|(r, l)| (r, l.as_slice())), u)?;
-        let (rent, rid) = match u.relay.as_ref().and_then(|r| r.remote_id.as_ref()) {
-            Some(r) => (Some(r.enterprise as i64), Some(r.id.clone())),
-            None => (None, None),
-        };
+        let (rent, rid) = record::remote_cols(u);
         let la = a16(u.link_address).to_vec();
         let cltt = u.cltt.min(i64::MAX as u64) as i64;
         let n_active = plan.n_active as i32;
         let n_leases = plan.n_leases as i32;
-        let next = next_expiry(&plan);
+        let next = next_expiry(&plan.leases);
         let renew = renewals(&plan, old.as_ref().map(|(_, l)| l.as_slice()));
         let (id, seq): (i64, i64) = match id {
             Some(id) => {
@@ -415,18 +435,13 @@ async fn apply(tx: &deadpool_postgres::Transaction<'_>, u: &ClientUpdate) -> Res
             plan.addr_put.iter().zip(&renew).partition(|(_, &r)| r);
         if !renewed.is_empty() {
             let c: Vec<i64> = renewed.iter().map(|_| id).collect();
-            let s: Vec<Vec<u8>> = renewed.iter().map(|(a, _)| a16(a.start).to_vec()).collect();
-            let p: Vec<String> = renewed
-                .iter()
-                .map(|(a, _)| format!("{}/{}", a.start, a.plen))
-                .collect();
-            let l: Vec<i16> = renewed.iter().map(|(a, _)| a.plen as i16).collect();
-            let e: Vec<i64> = renewed
-                .iter()
-                .map(|(a, _)| a.expires_at.min(i64::MAX as u64) as i64)
+            let mut cols = AddrCols::default();
+            renewed.iter().for_each(|(a, _)| cols.push(a));
+            let ps: Vec<&(dyn ToSql + Sync)> = std::iter::once(&c as &(dyn ToSql + Sync))
+                .chain(cols.params())
                 .collect();
             let st = tx.prepare_cached(SQL_RENEW_ADDR).await?;
-            let n = match tx.execute(&st, &[&c, &s, &p, &l, &e]).await {
+            let n = match tx.execute(&st, &ps).await {
                 Ok(n) => n,
                 Err(err) => {
                     return Err(match conflict_addr(&err, &plan) {
@@ -458,17 +473,12 @@ async fn apply(tx: &deadpool_postgres::Transaction<'_>, u: &ClientUpdate) -> Res
             tx.execute(&st, &[&id, &starts]).await?;
         }
         if !changed.is_empty() {
-            let mut put: Vec<record::AddrRow> = changed.into_iter().cloned().collect();
+            let mut put = changed;
             put.sort_by_key(|a| a.start);
-            let s: Vec<Vec<u8>> = put.iter().map(|a| a16(a.start).to_vec()).collect();
-            let p: Vec<String> = put
-                .iter()
-                .map(|a| format!("{}/{}", a.start, a.plen))
-                .collect();
-            let l: Vec<i16> = put.iter().map(|a| a.plen as i16).collect();
-            let e: Vec<i64> = put
-                .iter()
-                .map(|a| a.expires_at.min(i64::MAX as u64) as i64)
+            let mut cols = AddrCols::default();
+            put.iter().for_each(|a| cols.push(a));
+            let ps: Vec<&(dyn ToSql + Sync)> = std::iter::once(&id as &(dyn ToSql + Sync))
+                .chain(cols.params())
                 .collect();
             let st = tx
                 .prepare_cached(
@@ -477,7 +487,7 @@ async fn apply(tx: &deadpool_postgres::Transaction<'_>, u: &ClientUpdate) -> Res
                      AS t(s, p, l, e)",
                 )
                 .await?;
-            if let Err(err) = tx.execute(&st, &[&id, &s, &p, &l, &e]).await {
+            if let Err(err) = tx.execute(&st, &ps).await {
                 return Err(match conflict_addr(&err, &plan) {
                     Some(addr) => StoreError::Conflict { addr },
                     None => pg_err(err),
@@ -1049,21 +1059,15 @@ impl<'c> GroupTx<'c> {
                 let p_upd: Vec<&(dyn ToSql + Sync)> =
                     key_upd.into_iter().chain(w.old.params()).collect();
                 let p_adel: [&(dyn ToSql + Sync); 2] = [&w.adel_client, &w.adel_start];
-                let p_ren: [&(dyn ToSql + Sync); 5] = [
-                    &w.ren_client,
-                    &w.ren_start,
-                    &w.ren_prefix,
-                    &w.ren_plen,
-                    &w.ren_exp,
-                ];
-                let p_aput: [&(dyn ToSql + Sync); 6] = [
-                    &w.aput_start,
-                    &w.aput_prefix,
-                    &w.aput_plen,
-                    &w.aput_exp,
-                    &w.aput_duid,
-                    &w.aput_link,
-                ];
+                let p_ren: Vec<&(dyn ToSql + Sync)> = std::iter::once(&w.ren_client as _)
+                    .chain(w.ren.params())
+                    .collect();
+                let p_aput: Vec<&(dyn ToSql + Sync)> = w
+                    .aput
+                    .params()
+                    .into_iter()
+                    .chain([&w.aput_duid as _, &w.aput_link as _])
+                    .collect();
                 let p_rdel: [&(dyn ToSql + Sync); 2] = [&w.rdel_client, &w.rdel_id];
                 let p_radd: [&(dyn ToSql + Sync); 3] = [&w.radd_id, &w.radd_duid, &w.radd_link];
                 let st = &self.st;
@@ -1074,7 +1078,7 @@ impl<'c> GroupTx<'c> {
                         send(!w.old_id.is_empty(), &st.upd, &p_upd[..]),
                         send(!w.adel_client.is_empty(), &st.adel, &p_adel[..]),
                         send(!w.ren_client.is_empty(), &st.ren, &p_ren[..]),
-                        send(!w.aput_start.is_empty(), &st.aput, &p_aput[..]),
+                        send(!w.aput.is_empty(), &st.aput, &p_aput[..]),
                         send(!w.rdel_client.is_empty(), &st.rdel, &p_rdel[..]),
                         send(!w.radd_id.is_empty(), &st.radd, &p_radd[..]),
                     )
@@ -1156,17 +1160,17 @@ struct ClientCols<'a> {
 impl<'a> ClientCols<'a> {
     fn push(&mut self, m: &'a Member<'a>) {
         let (u, plan) = (m.u, &m.plan);
-        let remote = u.relay.as_ref().and_then(|r| r.remote_id.as_ref());
+        let (re, ri) = record::remote_cols(u);
         self.la.push(a16(u.link_address).to_vec());
         self.cltt.push(u.cltt.min(i64::MAX as u64) as i64);
         self.seq.push(m.seq);
         self.at.push(m.now);
         self.na.push(plan.n_active as i32);
         self.nl.push(plan.n_leases as i32);
-        self.re.push(remote.map(|r| r.enterprise as i64));
-        self.ri.push(remote.map(|r| r.id.as_slice()));
+        self.re.push(re);
+        self.ri.push(ri);
         self.data.push(&plan.data);
-        self.ne.push(next_expiry(plan));
+        self.ne.push(next_expiry(&plan.leases));
     }
 
     /// The statement parameters after the row key, in the order of SQL_INSERT_CLIENTS and
@@ -1191,15 +1195,11 @@ struct RoundWrites<'a> {
     old: ClientCols<'a>,
     adel_client: Vec<i64>,
     adel_start: Vec<Vec<u8>>,
+    /// Renewed rows: their client, then the row.
     ren_client: Vec<i64>,
-    ren_start: Vec<Vec<u8>>,
-    ren_prefix: Vec<String>,
-    ren_plen: Vec<i16>,
-    ren_exp: Vec<i64>,
-    aput_start: Vec<Vec<u8>>,
-    aput_prefix: Vec<String>,
-    aput_plen: Vec<i16>,
-    aput_exp: Vec<i64>,
+    ren: AddrCols,
+    /// Inserted rows: the row, then its client's key.
+    aput: AddrCols,
     aput_duid: Vec<&'a [u8]>,
     aput_link: Vec<&'a str>,
     rdel_client: Vec<i64>,
@@ -1237,10 +1237,7 @@ impl<'a> RoundWrites<'a> {
                     }
                     for (a, _) in plan.addr_put.iter().zip(&m.renew).filter(|(_, &r)| r) {
                         w.ren_client.push(id);
-                        w.ren_start.push(a16(a.start).to_vec());
-                        w.ren_prefix.push(format!("{}/{}", a.start, a.plen));
-                        w.ren_plen.push(a.plen as i16);
-                        w.ren_exp.push(a.expires_at.min(i64::MAX as u64) as i64);
+                        w.ren.push(a);
                     }
                     for r in &plan.relay_del {
                         w.rdel_client.push(id);
@@ -1265,10 +1262,7 @@ impl<'a> RoundWrites<'a> {
         // between concurrent transactions do not form cycles.
         put.sort_by_key(|(_, a)| a.start);
         for (u, a) in put {
-            w.aput_start.push(a16(a.start).to_vec());
-            w.aput_prefix.push(format!("{}/{}", a.start, a.plen));
-            w.aput_plen.push(a.plen as i16);
-            w.aput_exp.push(a.expires_at.min(i64::MAX as u64) as i64);
+            w.aput.push(a);
             w.aput_duid.push(&u.duid);
             w.aput_link.push(&u.link);
         }
@@ -1545,7 +1539,7 @@ impl LeaseStore for PgStore {
                     continue;
                 };
                 let b = row_binding(&row)?.1;
-                let next = lease_expiry(&b.leases);
+                let next = next_expiry(&b.leases);
                 let Some((u, changed)) = record::expiry_update(b, now) else {
                     // Nothing overdue after all (written by a server older than schema 2, which
                     // does not keep the column): set it from the record, so the sweep moves on.

@@ -38,6 +38,15 @@ pub(crate) struct ClientCols<'a> {
     pub changed_at: u64,
 }
 
+/// The Remote-ID columns an update writes (`remote_ent`, `remote_id`): enterprise number and bytes,
+/// or NULLs. Both backends store them beside the record, for queries by Remote-ID.
+pub(crate) fn remote_cols(u: &ClientUpdate) -> (Option<i64>, Option<&[u8]>) {
+    match u.relay.as_ref().and_then(|r| r.remote_id.as_ref()) {
+        Some(r) => (Some(r.enterprise as i64), Some(r.id.as_slice())),
+        None => (None, None),
+    }
+}
+
 /// `data` (a blob from [`encode`]) with the client section inserted after its flags. A DUID or
 /// link name too long for the section's u16 lengths leaves the blob as it was (readers then use
 /// the columns).

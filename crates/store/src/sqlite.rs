@@ -1508,18 +1508,10 @@ impl Writer {
         self.write(u, existing, plan).map_err(ApplyError::Aborted)
     }
 
-    /// The Remote-ID columns an update writes: enterprise number and bytes, or NULLs.
-    fn remote_cols(u: &ClientUpdate) -> (Option<i64>, Option<&[u8]>) {
-        match u.relay.as_ref().and_then(|r| r.remote_id.as_ref()) {
-            Some(r) => (Some(r.enterprise as i64), Some(r.id.as_slice())),
-            None => (None, None),
-        }
-    }
-
     /// The read-only half of [`Writer::apply`]: the stored binding, the plan, and the conflict check.
     fn check(&mut self, u: &ClientUpdate) -> Result<(Option<Stored>, Plan)> {
         let c = &self.conn;
-        let remote = Self::remote_cols(u);
+        let remote = record::remote_cols(u);
         let existing: Option<(Stored, Vec<u8>)> = c
             .prepare_cached(
                 "SELECT id, data, remote_ent IS ?3 AND remote_id IS ?4 FROM client
@@ -1596,7 +1588,7 @@ impl Writer {
         let now = u.now.unwrap_or_else(crate::unix_now);
         self.seq += 1;
         let seq = self.seq;
-        let (rent, rid) = Self::remote_cols(u);
+        let (rent, rid) = record::remote_cols(u);
         let la = a16(u.link_address);
         let cltt = u.cltt.min(i64::MAX as u64) as i64;
         let now_col = now.min(i64::MAX as u64) as i64;
