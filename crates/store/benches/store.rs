@@ -90,7 +90,57 @@ struct Row {
     note: String,
 }
 
-async fn commits(store: Arc<dyn LeaseStore>, total: usize, base: u64) -> f64 {
+/// Builds the update for binding `i`: [`update`] or [`update_na_pd`].
+type MakeUpdate = fn(u64, &[u8], u64) -> ClientUpdate;
+
+/// The commit shapes measured: one address per transaction, and an address with a prefix.
+const SHAPES: [(&str, MakeUpdate, u64); 2] = [
+    ("IA_NA", update, 50_000_000),
+    ("IA_NA + IA_PD", update_na_pd, 60_000_000),
+];
+
+/// [`update`] plus a delegated /56: what one DHCPv6 Request with IA_NA and IA_PD commits.
+fn update_na_pd(i: u64, relay_id: &[u8], now: u64) -> ClientUpdate {
+    let mut u = update(i, relay_id, now);
+    u.leases.push(Lease {
+        kind: LeaseKind::Pd,
+        iaid: 2,
+        addr: Ipv6Addr::from((0x2001_0db8_8000_0000u128 << 64) | ((i as u128) << 72)),
+        prefix_len: 56,
+        preferred: 3600,
+        valid: 7200,
+        expires_at: now + 7200,
+        state: LeaseState::Active,
+    });
+    u
+}
+
+/// Baseline for the commit rows: one thread appending 4 KiB and `fdatasync`ing it, on the same
+/// file system. A commit needs at least one such sync, so this is the disk's ceiling for one
+/// writer; group commit is what lets many writers beat it.
+fn fsync_rate(dir: &std::path::Path) -> f64 {
+    use std::io::Write;
+    let p = dir.join("fsync-baseline");
+    let mut f = std::fs::File::create(&p).expect("baseline file");
+    let page = [0x5au8; 4096];
+    let n = 2_000;
+    let t0 = Instant::now();
+    for _ in 0..n {
+        f.write_all(&page).expect("write");
+        f.sync_data().expect("fdatasync");
+    }
+    let r = n as f64 / t0.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&p);
+    r
+}
+
+/// 16 writers committing `total` updates built by `make`; returns (commits/s, bindings/s).
+async fn commits(
+    store: Arc<dyn LeaseStore>,
+    total: usize,
+    base: u64,
+    make: MakeUpdate,
+) -> (f64, f64) {
     let writers = 16u64;
     let per = (total as u64 / writers).max(1);
     let t0 = Instant::now();
@@ -101,7 +151,7 @@ async fn commits(store: Arc<dyn LeaseStore>, total: usize, base: u64) -> f64 {
             // Half inserts of new bindings, half renewals of the ones just inserted.
             for k in 0..per {
                 let i = base + w * per + k / 2;
-                let u = update(i, b"commit-relay", 1_000 + k);
+                let u = make(i, b"commit-relay", 1_000 + k);
                 s.commit(u).await.expect("commit");
             }
         }));
@@ -109,7 +159,9 @@ async fn commits(store: Arc<dyn LeaseStore>, total: usize, base: u64) -> f64 {
     for t in tasks {
         t.await.expect("writer");
     }
-    (writers * per) as f64 / t0.elapsed().as_secs_f64()
+    let per_commit = make(0, b"", 0).leases.len() as f64;
+    let r = (writers * per) as f64 / t0.elapsed().as_secs_f64();
+    (r, r * per_commit)
 }
 
 async fn populate(store: &Arc<dyn LeaseStore>, n: usize, chunk: usize) -> f64 {
@@ -244,21 +296,30 @@ async fn main() {
             Some(d) => tempfile::tempdir_in(d).expect("tempdir"),
             None => tempfile::tempdir().expect("tempdir"),
         };
-        let path = dir.path().join("bench.db");
-        {
+        let raw = fsync_rate(dir.path());
+        rows.push(Row {
+            backend: "sqlite",
+            what: "baseline: 4 KiB append + fdatasync, 1 thread".into(),
+            value: fmt_rate(raw),
+            note: "syncs/s on this file system: the ceiling for one writer".into(),
+        });
+        for (shape, make, base) in SHAPES {
+            let path = dir.path().join(format!("commits-{base}.db"));
             let sqlite = Arc::new(SqliteStore::open(&path).expect("open"));
             let store: Arc<dyn LeaseStore> = sqlite.clone();
-            let r = commits(store.clone(), ncommit, 50_000_000).await;
+            let (r, b) = commits(store.clone(), ncommit, base, make).await;
             let ws = sqlite.write_stats();
             let ld =
                 |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
             let (groups, fsyncs) = (ld(&ws.groups).max(1), ld(&ws.fsyncs).max(1));
             rows.push(Row {
                 backend: "sqlite",
-                what: "durable commits, 16 writers".into(),
-                value: fmt_rate(r),
+                what: format!("durable commits of {shape}, 16 writers"),
+                value: format!("{} bindings", fmt_rate(b)),
                 note: format!(
-                    "{ncommit} commits (half inserts, half renewals); {:.1} per group, {:.1} per fsync, fsync {:.0} µs",
+                    "{:.1}k commits/s = {:.1}× baseline; {ncommit} commits (half inserts, half renewals); {:.1} per group, {:.1} per fsync, fsync {:.0} µs",
+                    r / 1e3,
+                    r / raw,
                     ld(&ws.commands) as f64 / groups as f64,
                     ld(&ws.commands) as f64 / fsyncs as f64,
                     ld(&ws.fsync_micros) as f64 / fsyncs as f64
@@ -376,13 +437,22 @@ async fn main() {
         .await
         .expect("pg connect");
         let store: Arc<dyn LeaseStore> = Arc::new(pg);
-        let r = commits(store.clone(), pcommit, 50_000_000).await;
-        rows.push(Row {
-            backend: "postgres",
-            what: "durable commits, 16 writers".into(),
-            value: fmt_rate(r),
-            note: format!("{pcommit} commits, pool 16"),
-        });
+        for (shape, make, base) in [
+            (
+                "IA_NA",
+                update as fn(u64, &[u8], u64) -> ClientUpdate,
+                50_000_000,
+            ),
+            ("IA_NA + IA_PD", update_na_pd, 60_000_000),
+        ] {
+            let (r, b) = commits(store.clone(), pcommit, base, make).await;
+            rows.push(Row {
+                backend: "postgres",
+                what: format!("durable commits of {shape}, 16 writers"),
+                value: format!("{} bindings", fmt_rate(b)),
+                note: format!("{:.1}k commits/s; {pcommit} commits, pool 16", r / 1e3),
+            });
+        }
         let r = populate(&store, pn, 2_000).await;
         rows.push(Row {
             backend: "postgres",
