@@ -105,7 +105,8 @@ fn update_na_pd(i: u64, relay_id: &[u8], now: u64) -> ClientUpdate {
     u.leases.push(Lease {
         kind: LeaseKind::Pd,
         iaid: 2,
-        addr: Ipv6Addr::from((0x2001_0db8_8000_0000u128 << 64) | ((i as u128) << 72)),
+        // 2001:db8:8000::/33 holds 2^23 distinct /56s, away from the addresses of `addr`.
+        addr: Ipv6Addr::from((0x2001_0db8_8000_0000u128 | ((i as u128 & 0x7f_ffff) << 8)) << 64),
         prefix_len: 56,
         preferred: 3600,
         valid: 7200,
@@ -152,7 +153,12 @@ async fn commits(
             for k in 0..per {
                 let i = base + w * per + k / 2;
                 let u = make(i, b"commit-relay", 1_000 + k);
-                s.commit(u).await.expect("commit");
+                let want = u.leases.len();
+                let ci = s.commit(u).await.expect("commit");
+                // Every binding counted was stored: none refused as taken by another client.
+                let active = ci.binding.leases.iter();
+                let active = active.filter(|l| l.state == LeaseState::Active).count();
+                assert_eq!(active, want, "binding {i}: a lease was refused");
             }
         }));
     }
