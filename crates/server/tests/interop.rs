@@ -137,10 +137,17 @@ impl Env {
         f(self)
     }
 
-    /// Waits until `f` holds, or panics with `what` and the server log.
+    /// Waits until `f` holds, or panics with `what` and the server log. Before panicking it
+    /// stops the server, which logs its counters (every drop reason) as it exits.
     fn wait(&self, secs: u64, what: &str, f: impl FnMut(&Env) -> bool) {
         if self.poll(secs, f) {
             return;
+        }
+        if let Some(c) = &self.server {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            self.poll(5, |e| e.read("server.log").contains(" stopped"));
         }
         panic!(
             "timed out waiting for {what}\n--- server log ---\n{}\n--- client log ---\n{}",
