@@ -213,7 +213,7 @@ fn hexs(b: &[u8]) -> String {
 fn table_header(out: &mut impl Write) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:<40} {:<4} {:<9} {:>10} {:<12} {:<16} {:<29} RELAY-ID / REMOTE-ID",
+        "{:<40} {:<4} {:<9} {:>10} {:<12} {:<16} {:<41} RELAY-ID / REMOTE-ID",
         "ADDRESS", "TYPE", "STATE", "EXPIRES", "LINK", "CLTT", "DUID"
     )
 }
@@ -242,7 +242,7 @@ fn table_rows(out: &mut impl Write, b: &Binding) -> std::io::Result<()> {
     if b.leases.is_empty() {
         writeln!(
             out,
-            "{:<40} {:<4} {:<9} {:>10} {:<12} {:<16} {:<29} {}",
+            "{:<40} {:<4} {:<9} {:>10} {:<12} {:<16} {:<41} {}",
             "-", "-", "-", "-", b.client.link, b.client.cltt, duid, relay
         )?;
     }
@@ -254,8 +254,16 @@ fn table_rows(out: &mut impl Write, b: &Binding) -> std::io::Result<()> {
         };
         writeln!(
             out,
-            "{:<40} {:<4} {:<9} {:>10} {:<12} {:<16} {:<29} {}",
-            a, l.kind, l.state, l.expires_at, b.client.link, b.client.cltt, duid, relay
+            "{:<40} {:<4} {:<9} {:>10} {:<12} {:<16} {:<41} {}",
+            a,
+            // Their Display ignores width: pad the strings.
+            l.kind.to_string(),
+            l.state.to_string(),
+            l.expires_at,
+            b.client.link,
+            b.client.cltt,
+            duid,
+            relay
         )?;
     }
     Ok(())

@@ -236,9 +236,15 @@ fn serve_cfg(dir: &std::path::Path, server: &str, extra: &str) -> (std::process:
     );
     let cfg_path = dir.join("lq6.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
-    let mut child = lq6()
-        .args(["serve", "--port", "0", "--tcp-port", "0", "--config"])
-        .arg(&cfg_path)
+    let mut c = lq6();
+    c.args(["serve", "--port", "0", "--tcp-port", "0", "--config"])
+        .arg(&cfg_path);
+    spawn_serve(c)
+}
+
+/// Runs a prepared `lq6 serve` command until its bulk listener is up; returns it with its ports.
+fn spawn_serve(mut c: Command) -> (std::process::Child, Ports) {
+    let mut child = c
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -386,6 +392,96 @@ fn lq6_query_against_lq6_serve() {
     // Connection failure: exit code 3.
     let (code, _, _) = q(&["--port", &tcp_s, "link", "2001:db8:1::1"]);
     assert_eq!(code, Some(3));
+}
+
+/// README "Try it": the example Kea CSV imported into the demo's store, then `lq6 serve` without
+/// a config answers bulk queries for it by Relay-ID and Remote-ID.
+#[test]
+fn readme_demo_serves_the_imported_example() {
+    let state = tempfile::tempdir().unwrap();
+    let db = state.path().join("lq6").join("demo-leases.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let csv =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/kea-leases6.csv");
+    let out = lq6()
+        .args(["leases", "--store"])
+        .arg(&db)
+        .args(["import", "--link-map", "1=demo", "--kea-csv"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("4 leases imported"), "{said}");
+    // `leases list`: every row's state sits under the STATE heading.
+    let out = lq6()
+        .args(["leases", "--store"])
+        .arg(&db)
+        .arg("list")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let mut lines = table.lines();
+    let col = lines.next().and_then(|h| h.find("STATE")).expect("header");
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 4, "{table}");
+    assert!(
+        rows.iter()
+            .all(|r| r.get(col..).is_some_and(|r| r.starts_with("active "))),
+        "{table}"
+    );
+    let mut c = lq6();
+    c.env("XDG_STATE_HOME", state.path())
+        .args(["serve", "--port", "0", "--tcp-port", "0"]);
+    let (mut child, ports) = spawn_serve(c);
+    let q = |args: &[&str]| {
+        let out = lq6()
+            .args(["query", "--server", "::1", "--port", &ports.tcp.to_string()])
+            .args(["--format", "json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        lines
+    };
+    let by_relay = q(&["relay-id", "en:2495:0a0b0c0d"]);
+    let mut ids: Vec<&str> = by_relay
+        .iter()
+        .map(|v| v["client_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    let duid = |n: u8| format!("00:01:00:01:2b:3c:4d:5e:52:54:00:00:00:{n:02x}");
+    assert_eq!(ids, [duid(1), duid(2), duid(3)]);
+    let first = by_relay.iter().find(|v| v["client_id"] == duid(1)).unwrap();
+    assert_eq!(
+        first["addresses"][0]["address"], "2001:db8:1::1000",
+        "{first}"
+    );
+    assert_eq!(
+        first["prefixes"][0]["prefix"], "2001:db8:100::/56",
+        "{first}"
+    );
+    // "modem2" under enterprise 4491, from the relay options in the CSV's user_context.
+    let by_remote = q(&["remote-id", "4491:6d6f64656d32"]);
+    assert_eq!(by_remote.len(), 1);
+    assert_eq!(by_remote[0]["client_id"], duid(2));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
 }
 
 /// Relayed SOLICIT or REQUEST for one IA_PD from client `i` (link-address 2001:db8:1::1, so on
