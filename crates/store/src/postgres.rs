@@ -9,7 +9,7 @@
 //!   forced for our sessions, so every commit is durable when it returns. A failed commit leaves
 //!   nothing behind.
 //! * Two servers can never hold the same address or overlapping prefixes at once: every Active lease
-//!   has a row in `lq6_addr` under a GiST exclusion constraint (`prefix inet_ops WITH &&`). The loser of
+//!   has a row in `lq6_addr` under an SP-GiST exclusion constraint (`prefix inet_ops WITH &&`). The loser of
 //!   a race gets [`StoreError::Conflict`] and retries with another candidate.
 //! * Schema migrations are versioned (`migrations/postgres/NNNN_*.sql`, table `lq6_schema_version`) and
 //!   applied under an advisory lock. A database with a newer version is refused.
@@ -17,11 +17,10 @@
 //! SQL features relied on (to judge PostgreSQL-compatible databases): bytea, sequences/bigserial,
 //! `INSERT .. ON CONFLICT DO NOTHING .. RETURNING`, `SELECT .. FOR UPDATE [SKIP LOCKED]`, `unnest()` of
 //! array parameters (multi-array, `WITH ORDINALITY`), `LATERAL`, `= ANY(array)`, partial indexes, the
-//! `inet` type with `>>=` and a GiST exclusion constraint, `pg_advisory_xact_lock`, savepoints, the
+//! `inet` type with `>>=` and an SP-GiST exclusion constraint (PostgreSQL 10+), `pg_advisory_xact_lock`, savepoints, the
 //! session settings `plan_cache_mode` (PostgreSQL 12+) and `enable_seqscan`/`enable_hashjoin`/
 //! `enable_mergejoin`, pipelined extended-protocol queries. CockroachDB lacks exclusion constraints
-//! and inet GiST (conflict safety would need another design); YugabyteDB lacks GiST exclusion
-//! constraints as well.
+//! and inet SP-GiST/GiST (conflict safety would need another design); YugabyteDB lacks them as well.
 //!
 //! Caveat: change sequence numbers come from a sequence, so with concurrent writers a lower number can
 //! commit slightly after a higher one; Active Leasequery catch-up should re-read a small window.
@@ -54,6 +53,10 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (
         2,
         include_str!("../migrations/postgres/0002_client_expiry.sql"),
+    ),
+    (
+        3,
+        include_str!("../migrations/postgres/0003_spgist_overlap.sql"),
     ),
 ];
 
@@ -677,8 +680,8 @@ const SQL_LOCK: &str = "SELECT k.i, c.id, c.data
 
 /// The check phase: for each range `[s, e]` a round may write, the stored rows that can overlap it:
 /// the last row starting before `s` (stored rows never overlap, so only it can reach into `s`) and
-/// the rows starting inside. Btree probes on `start`: a search of the GiST index costs several
-/// times more, and the exclusion constraint already does one per inserted row.
+/// the rows starting inside. Btree probes on `start`, cheaper than a search of the exclusion index,
+/// which the constraint already does once per inserted row.
 const SQL_HELD: &str =
     "SELECT a.start, a.plen, a.client FROM unnest($1::bytea[], $2::bytea[]) AS w(s, e)
      CROSS JOIN LATERAL (

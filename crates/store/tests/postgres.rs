@@ -239,7 +239,10 @@ async fn a_schema_1_database_is_migrated() {
          ALTER TABLE lq6_client DROP COLUMN next_expiry;
          CREATE INDEX lq6_addr_expiry ON lq6_addr (expires_at);
          ALTER TABLE lq6_addr RESET (fillfactor);
-         DELETE FROM lq6_schema_version WHERE version = 2;"
+         ALTER TABLE lq6_addr DROP CONSTRAINT lq6_addr_no_overlap;
+         ALTER TABLE lq6_addr ADD CONSTRAINT lq6_addr_no_overlap
+             EXCLUDE USING gist (prefix inet_ops WITH &&);
+         DELETE FROM lq6_schema_version WHERE version >= 2;"
     ))
     .await
     .unwrap();
@@ -249,7 +252,36 @@ async fn a_schema_1_database_is_migrated() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(v, 2);
+    assert_eq!(v, 3);
+    // Schema 3: the overlap constraint is on SP-GiST, and still refuses an overlap.
+    let am: String = c
+        .query_one(
+            "SELECT am.amname::text FROM pg_constraint k JOIN pg_class i ON i.oid = k.conindid
+             JOIN pg_am am ON am.oid = i.relam JOIN pg_namespace n ON n.oid = k.connamespace
+             WHERE k.conname = 'lq6_addr_no_overlap' AND n.nspname = $1",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(am, "spgist");
+    // Written past the store's own check, straight into the table: the constraint refuses it.
+    let e = c
+        .execute(
+            &format!(
+                "INSERT INTO {schema}.lq6_addr(start, prefix, plen, client, expires_at)
+                 SELECT '\\x20010db8006100000000000000000000'::bytea, '2001:db8:61::/120', 120, id, 9000
+                 FROM {schema}.lq6_client LIMIT 1"
+            ),
+            &[],
+        )
+        .await
+        .expect_err("a /120 over stored addresses");
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::EXCLUSION_VIOLATION),
+        "{e}"
+    );
     // A server that knows only schema 1 would have left next_expiry wrong: the sweep sets it from
     // the record when it finds nothing overdue.
     let n = c
