@@ -298,6 +298,46 @@ async fn solicit_advertise_has_preference_ids_and_no_store_state() {
     assert_eq!(h.store.stats().await.unwrap().bindings, 0);
 }
 
+/// ADVERTISE reserves nothing, so two clients soliciting at once are offered the same free
+/// address and prefix. Both then REQUEST what they were offered: the first gets it, the second
+/// other ones, and the store holds each exactly once.
+#[tokio::test]
+async fn two_clients_requesting_one_advertised_address_get_different_ones() {
+    let h = harness().await;
+    let (d1, d2) = (duid(31), duid(32));
+    let mut offered = Vec::new();
+    for d in [&d1, &d2] {
+        let mut o = base(d);
+        o.extend([ia_na(1, &[]), ia_pd(2, &[])]);
+        let adv = h.relayed(msg(MessageType::SOLICIT, 1, o)).await.unwrap();
+        offered.push((addrs(&ias(&adv, 3)[0])[0].0, addrs(&ias(&adv, 25)[0])[0].0));
+    }
+    assert_eq!(offered[0], offered[1], "both offered the same free leases");
+    let (a, p) = offered[0];
+    let mut got = Vec::new();
+    for d in [&d1, &d2] {
+        let mut o = with_server(d);
+        o.extend([
+            ia_na(1, &[&a.to_string()]),
+            ia_pd(2, &[(&p.to_string(), 56)]),
+        ]);
+        let rep = h.relayed(msg(MessageType::REQUEST, 2, o)).await.unwrap();
+        let na = addrs(&ias(&rep, 3)[0]);
+        let pd = addrs(&ias(&rep, 25)[0]);
+        assert_eq!((na.len(), pd.len()), (1, 1), "{rep:?}");
+        got.push((na[0].0, pd[0].0));
+    }
+    assert_eq!(got[0], (a, p));
+    assert_ne!(got[1].0, a);
+    assert_ne!(got[1].1, p);
+    for (d, (addr, pfx)) in [&d1, &d2].into_iter().zip(&got) {
+        for x in [addr, pfx] {
+            let b = h.store.by_address(*x).await.unwrap().expect("stored");
+            assert_eq!(b.client.duid, d.as_bytes(), "{x} belongs to its requester");
+        }
+    }
+}
+
 #[tokio::test]
 async fn request_commits_before_reply_with_t1_t2() {
     let h = harness().await;
