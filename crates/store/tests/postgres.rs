@@ -208,9 +208,10 @@ async fn dependent_batch(url: &str, schema: &str, seed: u64) {
     }
 }
 
-/// A database at schema 1 (expiry indexed on the address rows) is migrated to schema 2: every
-/// binding's earliest expiry is filled in from its address rows, so the expiry sweep still finds
-/// exactly the overdue ones. Renewals afterwards rewrite the address rows in place (HOT updates).
+/// A database at schema 1 (expiry indexed on the address rows, GiST overlap constraint) is migrated
+/// to schema 3: every binding's earliest expiry is filled in from its address rows, so the expiry
+/// sweep still finds exactly the overdue ones; renewals afterwards rewrite the address rows in place
+/// (HOT updates); and the overlap constraint is on SP-GiST and still refuses overlaps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_1_database_is_migrated() {
     let Some((url, schema, _guard)) = pg::schema("schema_1").await else {
