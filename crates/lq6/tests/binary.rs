@@ -185,10 +185,7 @@ fn metrics_endpoint_is_served_when_configured() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    terminate(&mut child);
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     for want in [
         "lq6_dhcp_total{counter=\"received\"}",
@@ -204,6 +201,14 @@ struct Ports {
     udp: u16,
     tcp: u16,
     metrics: Option<u16>,
+}
+
+/// SIGTERM, as an operator stops `lq6 serve`, and reap it.
+fn terminate(child: &mut std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
 }
 
 /// The port of the `[addr]:port` after `marker` in a log line.
@@ -385,10 +390,7 @@ fn lq6_query_against_lq6_serve() {
     let (code, _, err) = q(&["--port", &tcp_s, "link", "2001:db8:77::1"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("NotConfigured"), "{err}");
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    terminate(&mut child);
     // Connection failure: exit code 3.
     let (code, _, _) = q(&["--port", &tcp_s, "link", "2001:db8:1::1"]);
     assert_eq!(code, Some(3));
@@ -478,10 +480,7 @@ fn readme_demo_serves_the_imported_example() {
     let by_remote = q(&["remote-id", "4491:6d6f64656d32"]);
     assert_eq!(by_remote.len(), 1);
     assert_eq!(by_remote[0]["client_id"], duid(2));
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    terminate(&mut child);
 }
 
 /// Relayed SOLICIT or REQUEST for one IA_PD from client `i` (link-address 2001:db8:1::1, so on
@@ -608,10 +607,7 @@ fn two_udp_workers_share_one_socket_without_double_allocation() {
     }
     assert_eq!(got.len(), CLIENTS as usize);
     // SIGTERM: in-flight transactions finish, the store closes cleanly.
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    terminate(&mut child);
     let store = SqliteStore::open(dir.path().join("leases.db")).unwrap();
     let stored = tokio::runtime::Runtime::new()
         .unwrap()

@@ -144,9 +144,7 @@ impl Env {
             return;
         }
         if let Some(c) = &self.server {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
+            signal(c.id(), "-TERM");
             self.poll(5, |e| e.read("server.log").contains(" stopped"));
         }
         panic!(
@@ -190,9 +188,7 @@ impl Env {
     /// SIGTERM, wait, then open the store.
     fn stop_server(&mut self) -> Vec<Binding> {
         if let Some(mut c) = self.server.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
+            signal(c.id(), "-TERM");
             let end = Instant::now() + Duration::from_secs(10);
             while Instant::now() < end {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -215,8 +211,7 @@ impl Env {
     }
 
     fn kill_child(&mut self, i: usize, sig: &str) {
-        let pid = self.children[i].id().to_string();
-        let _ = Command::new("kill").args([sig, &pid]).status();
+        signal(self.children[i].id(), sig);
         let end = Instant::now() + Duration::from_secs(10);
         while Instant::now() < end {
             if let Ok(Some(_)) = self.children[i].try_wait() {
@@ -227,6 +222,11 @@ impl Env {
         let _ = self.children[i].kill();
         let _ = self.children[i].wait();
     }
+}
+
+/// Sends `sig` (e.g. "-TERM") to `pid`; a process already gone is not an error here.
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
 }
 
 impl Drop for Env {
